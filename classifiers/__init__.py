@@ -1,0 +1,1 @@
+"""Department and urgency classification: training, features, evaluation (never imports daemon)."""

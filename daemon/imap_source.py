@@ -1,0 +1,309 @@
+"""IMAP intake: one worker thread per folder, IDLE where possible, UID cursor in the ledger."""
+
+from __future__ import annotations
+
+import logging
+import random
+import socket
+import ssl
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from imapclient import IMAPClient
+
+from .errors import LeaseLostError, MailSourceError
+from .folders import FolderLedger
+from .inbox import Arrival, Inbox
+from .interfaces import Clock
+from .settings import Mailbox
+
+log = logging.getLogger(__name__)
+
+Connector = Callable[[Mailbox], Any]
+NEWS = (b"EXISTS", b"RECENT")
+
+
+def connect_imap(mailbox: Mailbox) -> IMAPClient:
+    """Open, secure and log in an IMAP connection as the mailbox settings say."""
+    context = ssl.create_default_context(cafile=str(mailbox.ca_file) if mailbox.ca_file else None)
+    if not mailbox.verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    try:
+        client = IMAPClient(
+            mailbox.host,
+            port=mailbox.effective_port,
+            ssl=mailbox.tls == "implicit",
+            ssl_context=context,
+            timeout=mailbox.timeout,
+        )
+    except (OSError, ssl.SSLError) as exc:
+        raise MailSourceError(f"{mailbox.name}: cannot connect to {mailbox.host}: {exc}") from exc
+    try:
+        if mailbox.tls == "starttls":
+            client.starttls(context)
+        client.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        client.login(mailbox.username, mailbox.password.reveal())
+    except Exception:
+        _close(client)
+        raise
+    return client
+
+
+def _close(client: Any) -> None:
+    try:
+        client.logout()
+    except Exception:
+        try:
+            client.shutdown()
+        except Exception:
+            pass
+
+
+class Backoff:
+    """Exponential backoff with jitter, reset after a good session."""
+
+    def __init__(self, first: float = 1.0, ceiling: float = 60.0) -> None:
+        self.first = first
+        self.ceiling = ceiling
+        self.current = first
+
+    def next(self) -> float:
+        delay = self.current * random.uniform(0.8, 1.2)
+        self.current = min(self.current * 2, self.ceiling)
+        return delay
+
+    def reset(self) -> None:
+        self.current = self.first
+
+
+class FolderWorker(threading.Thread):
+    """Keeps one IMAP folder drained into the inbox for as long as it holds the folder lease."""
+
+    def __init__(
+        self,
+        mailbox: Mailbox,
+        folder: str,
+        inbox: Inbox,
+        ledger: FolderLedger,
+        clock: Clock,
+        stop: threading.Event,
+        connect: Connector = connect_imap,
+        lease_retry: float = 5.0,
+    ) -> None:
+        super().__init__(name=f"imap:{mailbox.name}/{folder}", daemon=True)
+        self.mailbox = mailbox
+        self.folder = folder
+        self.inbox = inbox
+        self.ledger = ledger
+        self.clock = clock
+        self.stop = stop
+        self.connect = connect
+        self.lease_retry = lease_retry
+        self.backoff = Backoff()
+        self.folder_id = ledger.ensure(mailbox.name, folder)
+        self.synced = threading.Event()
+
+    def run(self) -> None:
+        holding = False
+        while not self.stop.is_set():
+            try:
+                holding = self.ledger.acquire(self.folder_id)
+            except Exception as exc:
+                log.error("%s: cannot take the folder lease: %s", self.name, exc)
+                holding = False
+            if not holding:
+                self.stop.wait(self.lease_retry)
+                continue
+            try:
+                self.session()
+            except LeaseLostError as exc:
+                log.warning("%s: %s; another process polls this folder now", self.name, exc)
+                holding = False
+                self.stop.wait(self.lease_retry)
+            except Exception as exc:
+                delay = self.backoff.next()
+                text = f"{type(exc).__name__}: {exc}"
+                log.warning("%s: %s; reconnecting in %.1fs", self.name, text, delay)
+                try:
+                    self.ledger.record_error(self.folder_id, text)
+                except Exception as inner:
+                    log.error("%s: cannot record the error: %s", self.name, inner)
+                self.stop.wait(delay)
+        if holding:
+            try:
+                self.ledger.release(self.folder_id)
+            except Exception as exc:
+                log.warning("%s: cannot release the lease: %s", self.name, exc)
+
+    def session(self) -> None:
+        """One connection: select, catch up, then wait for news until stopped."""
+        client = self.connect(self.mailbox)
+        try:
+            capabilities = set(client.capabilities())
+            selected = client.select_folder(self.folder)
+            uidvalidity = int(selected[b"UIDVALIDITY"])
+            cursor = self.ledger.begin_sync(self.folder_id, uidvalidity)
+            self.dispose_pending(client, uidvalidity, capabilities)
+            use_idle = self.mailbox.idle == "auto" and b"IDLE" in capabilities
+            while not self.stop.is_set():
+                cursor = self.catch_up(client, uidvalidity, cursor, capabilities)
+                exists = selected.get(b"EXISTS")
+                self.ledger.record_success(
+                    self.folder_id,
+                    int(exists) if exists is not None else None,
+                    _int_or_none(selected.get(b"UIDNEXT")),
+                )
+                self.backoff.reset()
+                self.synced.set()
+                if use_idle:
+                    self.wait_idle(client)
+                else:
+                    self.wait_poll(client)
+        finally:
+            _close(client)
+
+    def catch_up(
+        self, client: Any, uidvalidity: int, cursor: int, capabilities: set[bytes]
+    ) -> int:
+        """Fetch and store every message above the cursor; return the new cursor."""
+        uids = sorted(u for u in client.search(["UID", f"{cursor + 1}:*"]) if u > cursor)
+        step = self.mailbox.fetch_batch
+        for start in range(0, len(uids), step):
+            if self.stop.is_set():
+                break
+            chunk = uids[start : start + step]
+            response = client.fetch(chunk, [b"BODY.PEEK[]"])
+            arrivals = [
+                Arrival(bytes(response[uid][b"BODY[]"]), uid)
+                for uid in chunk
+                if uid in response and response[uid].get(b"BODY[]") is not None
+            ]
+            highest = chunk[-1]
+            missing = [uid for uid in chunk if uid not in {a.uid for a in arrivals}]
+            if missing:
+                still_there = sorted(client.search(["UID", _uid_set(missing)]))
+                still_there = [uid for uid in still_there if uid in set(missing)]
+                if still_there:
+                    # a message the server has but did not return: stop before it, retry later
+                    highest = still_there[0] - 1
+                    arrivals = [a for a in arrivals if a.uid is not None and a.uid <= highest]
+                    log.warning("%s: UIDs %s not returned by FETCH; will retry", self.name,
+                                still_there[:10])
+            if highest <= cursor:
+                raise MailSourceError(f"server did not return UID {cursor + 1}")
+            disposition = "none" if self.mailbox.disposition.action == "leave" else "pending"
+            self.inbox.store_imap(
+                folder_id=self.folder_id,
+                mailbox=self.mailbox.name,
+                owner=self.ledger.owner,
+                uidvalidity=uidvalidity,
+                arrivals=arrivals,
+                highest_uid=highest,
+                disposition=disposition,
+            )
+            cursor = highest
+            if disposition == "pending":
+                self.dispose(client, [a.uid for a in arrivals if a.uid], uidvalidity, capabilities)
+            if highest != chunk[-1]:
+                raise MailSourceError("incomplete FETCH; reconnecting to retry")
+        return cursor
+
+    def dispose_pending(self, client: Any, uidvalidity: int, capabilities: set[bytes]) -> None:
+        """Finish dispositions that a crash or an error interrupted."""
+        if self.mailbox.disposition.action == "leave":
+            return
+        uids = self.inbox.pending_dispositions(self.folder_id, uidvalidity)
+        if uids:
+            self.dispose(client, uids, uidvalidity, capabilities)
+
+    def dispose(
+        self, client: Any, uids: Sequence[int], uidvalidity: int, capabilities: set[bytes]
+    ) -> None:
+        """Flag or move stored messages on the server; never delete."""
+        if not uids:
+            return
+        rule = self.mailbox.disposition
+        if rule.action == "flag":
+            client.add_flags(list(uids), [rule.flag], silent=True)
+        elif rule.action == "move":
+            assert rule.folder is not None
+            if b"MOVE" in capabilities:
+                client.move(list(uids), rule.folder)
+            else:
+                client.copy(list(uids), rule.folder)
+                client.add_flags(list(uids), [b"\\Deleted"], silent=True)
+                if b"UIDPLUS" in capabilities:
+                    client.uid_expunge(list(uids))
+        self.inbox.mark_disposed(self.folder_id, uidvalidity, uids)
+
+    def wait_idle(self, client: Any) -> None:
+        """IDLE until the server reports news, the refresh time passes, or we stop."""
+        client.idle()
+        try:
+            deadline = self.clock.monotonic() + self.mailbox.idle_refresh
+            renew_every = max(1.0, self.ledger.ttl.total_seconds() / 3)
+            next_renew = self.clock.monotonic() + renew_every
+            while not self.stop.is_set() and self.clock.monotonic() < deadline:
+                responses = client.idle_check(timeout=1.0)
+                if any(len(r) > 1 and r[1] in NEWS for r in responses):
+                    return
+                if self.clock.monotonic() >= next_renew:
+                    self._renew()
+                    next_renew = self.clock.monotonic() + renew_every
+        finally:
+            client.idle_done()
+
+    def wait_poll(self, client: Any) -> None:
+        """Sleep for the poll interval (renewing the lease), then ask the server."""
+        deadline = self.clock.monotonic() + self.mailbox.poll_interval
+        renew_every = max(1.0, self.ledger.ttl.total_seconds() / 3)
+        while not self.stop.is_set():
+            left = deadline - self.clock.monotonic()
+            if left <= 0:
+                break
+            self.stop.wait(min(left, renew_every))
+            self._renew()
+        client.noop()
+
+    def _renew(self) -> None:
+        if not self.ledger.renew(self.folder_id):
+            raise LeaseLostError(f"folder {self.mailbox.name}/{self.folder}: lease lost")
+
+
+def _uid_set(uids: Sequence[int]) -> str:
+    return ",".join(str(uid) for uid in uids)
+
+
+def _int_or_none(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+class ImapSource:
+    """Starts and stops a FolderWorker for every configured folder."""
+
+    def __init__(
+        self,
+        mailboxes: Sequence[Mailbox],
+        inbox: Inbox,
+        ledger: FolderLedger,
+        clock: Clock,
+        connect: Connector = connect_imap,
+        lease_retry: float = 5.0,
+    ) -> None:
+        self.stop_event = threading.Event()
+        self.workers = [
+            FolderWorker(box, folder, inbox, ledger, clock, self.stop_event, connect, lease_retry)
+            for box in mailboxes
+            for folder in box.folders
+        ]
+
+    def start(self) -> None:
+        for worker in self.workers:
+            worker.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.stop_event.set()
+        for worker in self.workers:
+            worker.join(timeout)

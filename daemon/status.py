@@ -1,0 +1,123 @@
+"""What `mailcare status` reports: per-folder cursor, lag and health, and the queue."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+
+from .database import Database
+from .inbox import FOLDERS, MESSAGES
+from .interfaces import Clock
+
+
+@dataclass(frozen=True)
+class FolderStatus:
+    """One folder as the ledger knows it."""
+
+    mailbox: str
+    folder: str
+    uidvalidity: int | None
+    last_uid: int
+    server_messages: int | None
+    lag_seconds: float | None
+    last_success_at: datetime | None
+    last_stored_at: datetime | None
+    last_error: str | None
+    last_error_at: datetime | None
+    lease_owner: str | None
+    lease_until: datetime | None
+    resyncs: int
+
+
+@dataclass(frozen=True)
+class Status:
+    """The whole report."""
+
+    folders: list[FolderStatus]
+    queue: dict[str, int]
+
+    def as_json(self) -> dict[str, Any]:
+        def plain(value: Any) -> Any:
+            return value.isoformat() if isinstance(value, datetime) else value
+
+        return {
+            "folders": [{k: plain(v) for k, v in asdict(f).items()} for f in self.folders],
+            "queue": self.queue,
+        }
+
+
+def collect(db: Database, clock: Clock) -> Status:
+    """Read the folder ledger and the inbox queue depths."""
+    now = clock.now()
+    with db.reading() as conn:
+        rows = conn.execute(select(FOLDERS).order_by(FOLDERS.c.mailbox, FOLDERS.c.folder)).all()
+        counts = dict(
+            conn.execute(select(MESSAGES.c.state, func.count()).group_by(MESSAGES.c.state)).all()
+        )
+    folders = [
+        FolderStatus(
+            mailbox=r.mailbox,
+            folder=r.folder,
+            uidvalidity=r.uidvalidity,
+            last_uid=r.last_uid,
+            server_messages=r.server_messages,
+            lag_seconds=(now - r.last_success_at).total_seconds() if r.last_success_at else None,
+            last_success_at=r.last_success_at,
+            last_stored_at=r.last_stored_at,
+            last_error=r.last_error,
+            last_error_at=r.last_error_at,
+            lease_owner=r.lease_owner if r.lease_until and r.lease_until > now else None,
+            lease_until=r.lease_until,
+            resyncs=r.resyncs,
+        )
+        for r in rows
+    ]
+    queue = {state: int(counts.get(state, 0)) for state in ("new", "processing", "done",
+                                                          "quarantined")}
+    return Status(folders, queue)
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "never"
+    if seconds < 120:
+        return f"{seconds:.0f}s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m ago"
+    return f"{seconds / 3600:.1f}h ago"
+
+
+def render(status: Status) -> str:
+    """The human-readable table."""
+    lines = []
+    header = ("MAILBOX/FOLDER", "UIDVALIDITY:UID", "LAST SYNC", "LEASE", "LAST ERROR")
+    table = [header]
+    for f in status.folders:
+        error = "-"
+        if f.last_error and (f.last_success_at is None or
+                             (f.last_error_at and f.last_error_at > f.last_success_at)):
+            error = f.last_error.splitlines()[0][:60]
+        table.append(
+            (
+                f"{f.mailbox}/{f.folder}",
+                f"{f.uidvalidity if f.uidvalidity is not None else '-'}:{f.last_uid}",
+                _age(f.lag_seconds),
+                ":".join(f.lease_owner.split(":")[:2]) if f.lease_owner else "free",
+                error,
+            )
+        )
+    widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
+    for row in table:
+        lines.append("  ".join(str(cell).ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
+    if not status.folders:
+        lines.append("(no IMAP folders seen yet)")
+    q = status.queue
+    lines.append("")
+    lines.append(
+        f"queue: {q['new']} new, {q['processing']} processing, {q['done']} done, "
+        f"{q['quarantined']} quarantined"
+    )
+    return "\n".join(lines)

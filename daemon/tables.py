@@ -1,0 +1,205 @@
+"""The database schema as SQLAlchemy ORM classes (migrations live in daemon/migrations)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from .clock import utc
+
+# SQLite only auto-increments a column declared exactly INTEGER PRIMARY KEY.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    """Declarative base with stable constraint names for migrations."""
+
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Instant(TypeDecorator[datetime]):
+    """A timezone-aware UTC timestamp on every backend (SQLite stores it naive, in UTC)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        value = utc(value)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else utc(value)
+
+
+class MailFolder(Base):
+    """One IMAP folder of one mailbox: its UID cursor, its lease and its health."""
+
+    __tablename__ = "mail_folders"
+    __table_args__ = (UniqueConstraint("mailbox", "folder"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    mailbox: Mapped[str] = mapped_column(String(64))
+    folder: Mapped[str] = mapped_column(String(512))
+    uidvalidity: Mapped[int | None] = mapped_column(BigInteger)
+    last_uid: Mapped[int] = mapped_column(BigInteger, default=0)
+    server_uidnext: Mapped[int | None] = mapped_column(BigInteger)
+    server_messages: Mapped[int | None] = mapped_column(Integer)
+    lease_owner: Mapped[str | None] = mapped_column(String(200))
+    lease_until: Mapped[datetime | None] = mapped_column(Instant())
+    last_success_at: Mapped[datetime | None] = mapped_column(Instant())
+    last_stored_at: Mapped[datetime | None] = mapped_column(Instant())
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_error_at: Mapped[datetime | None] = mapped_column(Instant())
+    resyncs: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Contact(Base):
+    """A customer in the archive: one row per e-mail address."""
+
+    __tablename__ = "contacts"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    address: Mapped[str] = mapped_column(String(320), unique=True)
+    name: Mapped[str | None] = mapped_column(String(300))
+    tier: Mapped[str] = mapped_column(String(32), default="ordinary")
+    first_seen_at: Mapped[datetime] = mapped_column(Instant())
+    last_seen_at: Mapped[datetime] = mapped_column(Instant())
+    message_count: Mapped[int] = mapped_column(Integer, default=0)
+    conversation_count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Conversation(Base):
+    """A thread of messages about one request (a ticket)."""
+
+    __tablename__ = "conversations"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    subject: Mapped[str] = mapped_column(Text, default="")
+    mailbox: Mapped[str | None] = mapped_column(String(64))
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id"))
+    status: Mapped[str] = mapped_column(String(16), default="open")
+    opened_at: Mapped[datetime] = mapped_column(Instant())
+    last_message_at: Mapped[datetime] = mapped_column(Instant())
+    message_count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class ConversationRef(Base):
+    """A Message-ID known to belong to a conversation (its own messages and their references)."""
+
+    __tablename__ = "conversation_refs"
+
+    scope: Mapped[str] = mapped_column(String(64), primary_key=True, default="")
+    ref: Mapped[str] = mapped_column(String(998), primary_key=True)
+    conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id"), index=True)
+
+
+class Participant(Base):
+    """A contact who wrote in a conversation."""
+
+    __tablename__ = "participants"
+
+    conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id"), primary_key=True)
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id"), primary_key=True, index=True)
+    first_message_at: Mapped[datetime] = mapped_column(Instant())
+
+
+class Message(Base):
+    """The durable inbox: raw bytes first, then what the runner learned from them."""
+
+    __tablename__ = "messages"
+    __table_args__ = (Index("ix_messages_state_id", "state", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    dedup_key: Mapped[str] = mapped_column(String(64), unique=True)
+    message_id: Mapped[str | None] = mapped_column(String(998), index=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    raw: Mapped[bytes] = mapped_column(LargeBinary)
+    size: Mapped[int] = mapped_column(Integer)
+    source: Mapped[str] = mapped_column(String(16))
+    mailbox: Mapped[str | None] = mapped_column(String(64))
+    envelope_from: Mapped[str | None] = mapped_column(String(998))
+    received_at: Mapped[datetime] = mapped_column(Instant())
+    state: Mapped[str] = mapped_column(String(16), default="new")
+    claimed_by: Mapped[str | None] = mapped_column(String(200))
+    claim_until: Mapped[datetime | None] = mapped_column(Instant())
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    quarantine_reason: Mapped[str | None] = mapped_column(Text)
+    quarantined_at: Mapped[datetime | None] = mapped_column(Instant())
+    processed_at: Mapped[datetime | None] = mapped_column(Instant())
+    subject: Mapped[str | None] = mapped_column(Text)
+    from_addr: Mapped[str | None] = mapped_column(String(320), index=True)
+    from_name: Mapped[str | None] = mapped_column(String(300))
+    sent_at: Mapped[datetime | None] = mapped_column(Instant())
+    language: Mapped[str | None] = mapped_column(String(8))
+    body_text: Mapped[str | None] = mapped_column(Text)
+    body_from_html: Mapped[bool | None] = mapped_column(Boolean)
+    in_reply_to: Mapped[str | None] = mapped_column(Text)
+    references: Mapped[str | None] = mapped_column(Text)
+    defects: Mapped[str | None] = mapped_column(Text)
+    conversation_id: Mapped[int | None] = mapped_column(
+        ForeignKey("conversations.id"), index=True
+    )
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id"), index=True)
+
+
+class Delivery(Base):
+    """Where and how a message arrived (one message may arrive in several places)."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        UniqueConstraint("folder_id", "uidvalidity", "uid", name="uq_deliveries_folder_uid"),
+        Index("ix_deliveries_disposition", "folder_id", "disposition"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    message_pk: Mapped[int] = mapped_column(ForeignKey("messages.id"), index=True)
+    channel: Mapped[str] = mapped_column(String(16))
+    mailbox: Mapped[str | None] = mapped_column(String(64))
+    folder_id: Mapped[int | None] = mapped_column(ForeignKey("mail_folders.id"))
+    uidvalidity: Mapped[int | None] = mapped_column(BigInteger)
+    uid: Mapped[int | None] = mapped_column(BigInteger)
+    recipient: Mapped[str | None] = mapped_column(String(320))
+    delivered_at: Mapped[datetime] = mapped_column(Instant())
+    disposition: Mapped[str] = mapped_column(String(16), default="none")
+
+
+class Attachment(Base):
+    """An attachment found in a message (metadata; the bytes stay in the raw message)."""
+
+    __tablename__ = "attachments"
+    __table_args__ = (UniqueConstraint("message_pk", "position"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    message_pk: Mapped[int] = mapped_column(ForeignKey("messages.id"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    filename: Mapped[str | None] = mapped_column(Text)
+    content_type: Mapped[str] = mapped_column(String(255))
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    inline: Mapped[bool] = mapped_column(Boolean, default=False)
