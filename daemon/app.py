@@ -55,8 +55,12 @@ class App:
         """Start the listener, the IMAP workers and (optionally) the runner."""
         if self.listener is not None:
             self.listener.start()
-            log.info("%s listener on %s:%s", self.settings.intake.protocol.upper(),
-                     self.settings.intake.host, self.listener.port)
+            log.info(
+                "%s listener on %s:%s",
+                self.settings.intake.protocol.upper(),
+                self.settings.intake.host,
+                self.listener.port,
+            )
         self.imap.start()
         if runner:
             thread = threading.Thread(
@@ -81,7 +85,10 @@ class App:
 
 
 def build_app(settings: Settings, **overrides: Any) -> App:
-    """Wire the daemon; overrides replace parts (clock, db, rules, connect, owner) in tests."""
+    """Wire the daemon; overrides replace parts (clock, db, rules, connect, owner) in tests.
+
+    With intake=False the app only runs the runner (no IMAP workers, no listener).
+    """
     clock: Clock = overrides.get("clock") or SystemClock()
     db: Database = overrides.get("db") or Database(settings.database_url)
     rules: Rules = overrides.get("rules") or load_rules(settings.paths.rules)
@@ -101,11 +108,17 @@ def build_app(settings: Settings, **overrides: Any) -> App:
         idle_wait=settings.runner.idle_wait,
     )
     inbox.subscribe(runner.wake)
+    intake_on = overrides.get("intake", True)
     imap = ImapSource(
-        settings.mailboxes, inbox, ledger, clock, connect, lease_retry=settings.leases.retry
+        settings.mailboxes if intake_on else [],
+        inbox,
+        ledger,
+        clock,
+        connect,
+        lease_retry=settings.leases.retry,
     )
     listener = None
-    if settings.intake.enabled:
+    if settings.intake.enabled and intake_on:
         intake = settings.intake
         if intake.port == 0:
             intake = intake.model_copy(update={"port": free_port(intake.host)})

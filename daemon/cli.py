@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
+import subprocess
 import sys
 import threading
 from collections.abc import Sequence
@@ -31,6 +33,13 @@ def _logging(level: str) -> None:
     )
 
 
+def _spawn_runner(args: argparse.Namespace) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-m", "daemon.cli"]
+    if args.config:
+        command += ["--config", args.config]
+    return subprocess.Popen([*command, "run", "--runner-only"])
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from .app import build_app
 
@@ -38,7 +47,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     _logging(settings.log_level)
     db = Database(settings.database_url)
     db.check_schema()
-    app = build_app(settings, db=db)
+    intake = not args.runner_only
+    app = build_app(settings, db=db, intake=intake)
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -47,12 +57,36 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    parent = os.getppid()
+    children = [_spawn_runner(args) for _ in range(settings.runner.processes - 1)] if intake else []
     app.start()
-    log.info("mailcare running as %s: %d folder(s)%s", app.owner, len(app.imap.workers),
-             ", listener on" if app.listener else "")
-    while not stop.wait(1.0):
-        pass
+    log.info(
+        "mailcare running as %s: %d folder(s), listener %s, %d runner process(es)",
+        app.owner,
+        len(app.imap.workers),
+        "on" if app.listener else "off",
+        len(children) + 1,
+    )
+    while not stop.wait(0.5):
+        if not intake and os.getppid() != parent:
+            log.warning("the main mailcare process is gone; this runner stops")
+            break
+        for index, child in enumerate(children):
+            if child.poll() is not None:
+                log.warning(
+                    "runner process %s exited with %s; starting another",
+                    child.pid,
+                    child.returncode,
+                )
+                children[index] = _spawn_runner(args)
+    for child in children:
+        child.terminate()
     app.stop()
+    for child in children:
+        try:
+            child.wait(30)
+        except subprocess.TimeoutExpired:
+            child.kill()
     log.info("stopped cleanly")
     return 0
 
@@ -88,13 +122,26 @@ def cmd_quarantine_list(args: argparse.Namespace) -> int:
     items = list_quarantined(db)
     db.dispose()
     if args.json:
-        print(json.dumps([
-            {"id": q.pk, "message_id": q.message_id, "mailbox": q.mailbox, "size": q.size,
-             "received_at": q.received_at.isoformat(),
-             "quarantined_at": q.quarantined_at.isoformat() if q.quarantined_at else None,
-             "reason": q.reason}
-            for q in items
-        ], indent=2, ensure_ascii=False))
+        print(
+            json.dumps(
+                [
+                    {
+                        "id": q.pk,
+                        "message_id": q.message_id,
+                        "mailbox": q.mailbox,
+                        "size": q.size,
+                        "received_at": q.received_at.isoformat(),
+                        "quarantined_at": q.quarantined_at.isoformat()
+                        if q.quarantined_at
+                        else None,
+                        "reason": q.reason,
+                    }
+                    for q in items
+                ],
+                indent=2,
+                ensure_ascii=False,
+            )
+        )
         return 0
     if not items:
         print("no quarantined messages")
@@ -139,7 +186,10 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     for name in args.files:
         raw = sys.stdin.buffer.read() if name == "-" else Path(name).read_bytes()
         outcome = inbox.store_delivered(
-            raw, channel="file", envelope_from=None, recipients=[args.mailbox],
+            raw,
+            channel="file",
+            envelope_from=None,
+            recipients=[args.mailbox],
             mailboxes=[args.mailbox],
         )
         stored += outcome.stored
@@ -169,10 +219,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mailcare", description=__doc__)
-    parser.add_argument("--config", help="settings file (default: $MAILCARE_CONFIG or ./mailcare.yaml)")
+    parser.add_argument(
+        "--config", help="settings file (default: $MAILCARE_CONFIG or ./mailcare.yaml)"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="run the daemon until SIGTERM")
+    run.add_argument("--runner-only", action="store_true", help=argparse.SUPPRESS)
     run.set_defaults(func=cmd_run)
 
     db = sub.add_parser("db", help="database maintenance")

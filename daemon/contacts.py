@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, Table, func, select, update
+from collections.abc import Sequence
+
+from sqlalchemy import Connection, Table, bindparam, func, select, update
 
 from .inbox import MESSAGES, insert_ignoring
 from .pipeline import Work, register
@@ -11,14 +13,6 @@ from .tables import Contact, Conversation, Participant
 CONTACTS: Table = Contact.__table__  # type: ignore[assignment]
 PARTICIPANTS: Table = Participant.__table__  # type: ignore[assignment]
 CONVERSATIONS: Table = Conversation.__table__  # type: ignore[assignment]
-
-
-def _later(conn: Connection, column: object, value: object) -> object:
-    return (func.max if conn.dialect.name == "sqlite" else func.greatest)(column, value)
-
-
-def _earlier(conn: Connection, column: object, value: object) -> object:
-    return (func.min if conn.dialect.name == "sqlite" else func.least)(column, value)
 
 
 @register("contact")
@@ -35,49 +29,123 @@ class ContactStep:
         item.facts["contact_address"] = address.strip().lower()[:320] or None
         item.facts["contact_name"] = (sender.name or None) if sender else None
 
-    def apply(self, item: Work, conn: Connection) -> None:
-        address: str | None = item.facts["contact_address"]
-        if not address:
+    def apply(self, items: Sequence[Work], conn: Connection) -> None:
+        mine = [item for item in items if item.facts["contact_address"]]
+        if not mine:
             return
-        when = item.received_at
-        name: str | None = item.facts["contact_name"]
+        seen: dict[str, list[Work]] = {}
+        for item in mine:
+            seen.setdefault(item.facts["contact_address"], []).append(item)
         conn.execute(
             insert_ignoring(conn, CONTACTS, ["address"]),
             [
                 {
                     "address": address,
-                    "name": name[:300] if name else None,
+                    "name": None,
                     "tier": "ordinary",
-                    "first_seen_at": when,
-                    "last_seen_at": when,
+                    "first_seen_at": min(i.received_at for i in group),
+                    "last_seen_at": max(i.received_at for i in group),
                     "message_count": 0,
                     "conversation_count": 0,
                 }
+                for address, group in seen.items()
             ],
         )
-        contact = int(
-            conn.execute(select(CONTACTS.c.id).where(CONTACTS.c.address == address)).scalar_one()
-        )
-        values: dict[str, object] = {
-            "message_count": CONTACTS.c.message_count + 1,
-            "last_seen_at": _later(conn, CONTACTS.c.last_seen_at, when),
-            "first_seen_at": _earlier(conn, CONTACTS.c.first_seen_at, when),
+        ids = self._ids(conn, sorted(seen))
+        pairs = {
+            (int(item.facts["conversation_id"]), ids[item.facts["contact_address"]]): item
+            for item in mine
+            if item.facts.get("conversation_id") is not None
         }
-        if name:
-            values["name"] = name[:300]
-        conversation = item.facts.get("conversation_id")
-        if conversation is not None:
-            joined = conn.execute(
+        new_pairs = set(pairs) - self._participants(conn, pairs)
+        if new_pairs:
+            conn.execute(
                 insert_ignoring(conn, PARTICIPANTS, ["conversation_id", "contact_id"]),
-                [{"conversation_id": conversation, "contact_id": contact, "first_message_at": when}],
-            ).rowcount
-            if joined:
-                values["conversation_count"] = CONTACTS.c.conversation_count + 1
+                [
+                    {
+                        "conversation_id": conv,
+                        "contact_id": contact,
+                        "first_message_at": pairs[(conv, contact)].received_at,
+                    }
+                    for conv, contact in sorted(new_pairs)
+                ],
+            )
+        joined: dict[int, int] = {}
+        for _conv, contact in new_pairs:
+            joined[contact] = joined.get(contact, 0) + 1
+        later = func.max if conn.dialect.name == "sqlite" else func.greatest
+        earlier = func.min if conn.dialect.name == "sqlite" else func.least
+        conn.execute(
+            update(CONTACTS)
+            .where(CONTACTS.c.id == bindparam("k_id"))
+            .values(
+                message_count=CONTACTS.c.message_count + bindparam("k_messages"),
+                conversation_count=CONTACTS.c.conversation_count + bindparam("k_joined"),
+                last_seen_at=later(CONTACTS.c.last_seen_at, bindparam("k_last")),
+                first_seen_at=earlier(CONTACTS.c.first_seen_at, bindparam("k_first")),
+                name=func.coalesce(bindparam("k_name"), CONTACTS.c.name),
+            ),
+            [
+                {
+                    "k_id": ids[address],
+                    "k_messages": len(group),
+                    "k_joined": joined.get(ids[address], 0),
+                    "k_last": max(i.received_at for i in group),
+                    "k_first": min(i.received_at for i in group),
+                    "k_name": next(
+                        (
+                            i.facts["contact_name"][:300]
+                            for i in reversed(group)
+                            if i.facts["contact_name"]
+                        ),
+                        None,
+                    ),
+                }
+                for address, group in seen.items()
+            ],
+        )
+        firsts: dict[int, int] = {}
+        for (conv, contact), _item in pairs.items():
+            firsts.setdefault(conv, contact)
+        if firsts:
             conn.execute(
                 update(CONVERSATIONS)
-                .where(CONVERSATIONS.c.id == conversation, CONVERSATIONS.c.contact_id.is_(None))
-                .values(contact_id=contact)
+                .where(
+                    CONVERSATIONS.c.id == bindparam("v_id"), CONVERSATIONS.c.contact_id.is_(None)
+                )
+                .values(contact_id=bindparam("v_contact")),
+                [{"v_id": conv, "v_contact": contact} for conv, contact in firsts.items()],
             )
-        conn.execute(update(CONTACTS).where(CONTACTS.c.id == contact).values(**values))
-        conn.execute(update(MESSAGES).where(MESSAGES.c.id == item.pk).values(contact_id=contact))
-        item.facts["contact_id"] = contact
+        conn.execute(
+            update(MESSAGES)
+            .where(MESSAGES.c.id == bindparam("m_id"))
+            .values(contact_id=bindparam("m_contact")),
+            [{"m_id": i.pk, "m_contact": ids[i.facts["contact_address"]]} for i in mine],
+        )
+        for item in mine:
+            item.facts["contact_id"] = ids[item.facts["contact_address"]]
+
+    def _ids(self, conn: Connection, addresses: list[str]) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for start in range(0, len(addresses), 500):
+            rows = conn.execute(
+                select(CONTACTS.c.address, CONTACTS.c.id).where(
+                    CONTACTS.c.address.in_(addresses[start : start + 500])
+                )
+            )
+            found.update({address: int(pk) for address, pk in rows})
+        return found
+
+    def _participants(
+        self, conn: Connection, pairs: dict[tuple[int, int], Work]
+    ) -> set[tuple[int, int]]:
+        conversations = sorted({conv for conv, _ in pairs})
+        existing: set[tuple[int, int]] = set()
+        for start in range(0, len(conversations), 500):
+            rows = conn.execute(
+                select(PARTICIPANTS.c.conversation_id, PARTICIPANTS.c.contact_id).where(
+                    PARTICIPANTS.c.conversation_id.in_(conversations[start : start + 500])
+                )
+            )
+            existing.update((int(conv), int(contact)) for conv, contact in rows)
+        return existing

@@ -103,7 +103,9 @@ class FolderLedger:
         if not free:
             return False
         holder = FOLDERS.c.lease_owner
-        same_holder = holder.is_(None) if current.lease_owner is None else holder == current.lease_owner
+        same_holder = (
+            holder.is_(None) if current.lease_owner is None else holder == current.lease_owner
+        )
         with self.db.transaction() as conn:
             taken = conn.execute(
                 update(FOLDERS)
@@ -111,8 +113,12 @@ class FolderLedger:
                 .values(lease_owner=self.owner, lease_until=now + self.ttl)
             )
         if taken.rowcount == 1 and current.lease_owner not in (None, self.owner):
-            log.info("folder %s/%s: took over the lease from %s", current.mailbox,
-                     current.folder, current.lease_owner)
+            log.info(
+                "folder %s/%s: took over the lease from %s",
+                current.mailbox,
+                current.folder,
+                current.lease_owner,
+            )
         return taken.rowcount == 1
 
     def renew(self, folder_id: int) -> bool:
@@ -138,15 +144,20 @@ class FolderLedger:
         """Record the server's UIDVALIDITY; on a change reset the cursor. Returns the cursor."""
         with self.db.transaction() as conn:
             row = conn.execute(
-                select(FOLDERS.c.uidvalidity, FOLDERS.c.last_uid, FOLDERS.c.mailbox,
-                       FOLDERS.c.folder).where(FOLDERS.c.id == folder_id)
+                select(
+                    FOLDERS.c.uidvalidity, FOLDERS.c.last_uid, FOLDERS.c.mailbox, FOLDERS.c.folder
+                ).where(FOLDERS.c.id == folder_id)
             ).one()
             if row.uidvalidity == uidvalidity:
                 return int(row.last_uid)
             if row.uidvalidity is not None:
                 log.warning(
                     "folder %s/%s: UIDVALIDITY changed %s -> %s, re-syncing (stored messages "
-                    "are deduplicated)", row.mailbox, row.folder, row.uidvalidity, uidvalidity
+                    "are deduplicated)",
+                    row.mailbox,
+                    row.folder,
+                    row.uidvalidity,
+                    uidvalidity,
                 )
             conn.execute(
                 update(FOLDERS)

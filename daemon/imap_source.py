@@ -164,9 +164,7 @@ class FolderWorker(threading.Thread):
         finally:
             _close(client)
 
-    def catch_up(
-        self, client: Any, uidvalidity: int, cursor: int, capabilities: set[bytes]
-    ) -> int:
+    def catch_up(self, client: Any, uidvalidity: int, cursor: int, capabilities: set[bytes]) -> int:
         """Fetch and store every message above the cursor; return the new cursor."""
         uids = sorted(u for u in client.search(["UID", f"{cursor + 1}:*"]) if u > cursor)
         step = self.mailbox.fetch_batch
@@ -189,8 +187,9 @@ class FolderWorker(threading.Thread):
                     # a message the server has but did not return: stop before it, retry later
                     highest = still_there[0] - 1
                     arrivals = [a for a in arrivals if a.uid is not None and a.uid <= highest]
-                    log.warning("%s: UIDs %s not returned by FETCH; will retry", self.name,
-                                still_there[:10])
+                    log.warning(
+                        "%s: UIDs %s not returned by FETCH; will retry", self.name, still_there[:10]
+                    )
             if highest <= cursor:
                 raise MailSourceError(f"server did not return UID {cursor + 1}")
             disposition = "none" if self.mailbox.disposition.action == "leave" else "pending"

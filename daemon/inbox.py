@@ -221,9 +221,7 @@ class Inbox:
         for start in range(0, len(keys), 500):
             chunk = keys[start : start + 500]
             total += len(
-                conn.execute(
-                    select(MESSAGES.c.id).where(MESSAGES.c.dedup_key.in_(chunk))
-                ).all()
+                conn.execute(select(MESSAGES.c.id).where(MESSAGES.c.dedup_key.in_(chunk))).all()
             )
         return total
 
@@ -256,9 +254,9 @@ class Inbox:
                 DELIVERIES.insert(),
                 [
                     {
-                        "message_pk": pks[rows[0 if self.merge_copies else scopes.index(box)][
-                            "dedup_key"
-                        ]],
+                        "message_pk": pks[
+                            rows[0 if self.merge_copies else scopes.index(box)]["dedup_key"]
+                        ],
                         "channel": channel,
                         "mailbox": box,
                         "recipient": rcpt,

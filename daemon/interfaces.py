@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
-
-    from .message import ParsedMessage
 
 
 class Clock(Protocol):
@@ -41,28 +40,20 @@ class IMAPConnection(Protocol):
     def shutdown(self) -> None: ...
 
 
-@runtime_checkable
-class WorkItem(Protocol):
-    """What a pipeline step sees of one message being processed."""
-
-    pk: int
-    raw: bytes
-    mailbox: str | None
-    received_at: datetime
-    parsed: ParsedMessage | None
-    facts: dict[str, Any]
-
-
 class Step(Protocol):
-    """One named pipeline step: a pure `prepare` and a transactional `apply`."""
+    """One named pipeline step: a pure per-message `prepare` and a batched `apply`."""
 
     name: str
     description: str
 
-    def prepare(self, item: WorkItem) -> None:
+    def prepare(self, item: Any) -> None:
         """Compute without touching the database (runs outside any transaction)."""
         ...
 
-    def apply(self, item: WorkItem, conn: Connection) -> None:
-        """Record results in the database; raising quarantines the message."""
+    def apply(self, items: Sequence[Any], conn: Connection) -> None:
+        """Record results for the items, in order, in the caller's transaction.
+
+        Raising makes the runner redo the batch one message at a time, so that only
+        the message that fails is quarantined.
+        """
         ...

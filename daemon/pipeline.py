@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table, update
+from sqlalchemy import Connection, Table, bindparam, update
 
 from .errors import ConfigError
 from .inbox import MESSAGES, insert_ignoring
@@ -86,38 +86,64 @@ class ParseStep:
     def prepare(self, item: Work) -> None:
         item.parsed = parse_message(item.raw)
 
-    def apply(self, item: Work, conn: Connection) -> None:
-        parsed = item.message()
-        sender = parsed.sender
-        conn.execute(
-            update(MESSAGES)
-            .where(MESSAGES.c.id == item.pk)
-            .values(
-                subject=parsed.subject,
-                from_addr=sender.addr[:320] if sender else None,
-                from_name=sender.name[:300] if sender and sender.name else None,
-                sent_at=parsed.date,
-                language=parsed.language,
-                body_text=parsed.text[:MAX_TEXT],
-                body_from_html=parsed.text_from_html,
-                in_reply_to=" ".join(parsed.in_reply_to) or None,
-                references=" ".join(parsed.references) or None,
-                defects="\n".join(parsed.defects) or None,
+    def apply(self, items: Sequence[Work], conn: Connection) -> None:
+        rows = []
+        attachments = []
+        for item in items:
+            parsed = item.message()
+            sender = parsed.sender
+            row = {
+                "pk": item.pk,
+                "subject": parsed.subject,
+                "from_addr": sender.addr[:320] if sender else None,
+                "from_name": sender.name[:300] if sender and sender.name else None,
+                "sent_at": parsed.date,
+                "language": parsed.language,
+                "body_text": parsed.text[:MAX_TEXT],
+                "body_from_html": parsed.text_from_html,
+                "in_reply_to": " ".join(parsed.in_reply_to) or None,
+                "references": " ".join(parsed.references) or None,
+                "defects": "\n".join(parsed.defects) or None,
+            }
+            rows.append({f"p_{key}": value for key, value in row.items()})
+            attachments.extend(
+                {
+                    "message_pk": item.pk,
+                    "position": position,
+                    "filename": att.filename,
+                    "content_type": att.content_type[:255],
+                    "size": att.size,
+                    "sha256": att.sha256,
+                    "inline": att.inline,
+                }
+                for position, att in enumerate(parsed.attachments)
             )
-        )
-        if parsed.attachments:
+        if rows:
+            conn.execute(_RECORD_PARSED, rows)
+        if attachments:
             conn.execute(
-                insert_ignoring(conn, ATTACHMENTS, ["message_pk", "position"]),
-                [
-                    {
-                        "message_pk": item.pk,
-                        "position": position,
-                        "filename": att.filename,
-                        "content_type": att.content_type[:255],
-                        "size": att.size,
-                        "sha256": att.sha256,
-                        "inline": att.inline,
-                    }
-                    for position, att in enumerate(parsed.attachments)
-                ],
+                insert_ignoring(conn, ATTACHMENTS, ["message_pk", "position"]), attachments
             )
+
+
+_RECORD_PARSED = (
+    update(MESSAGES)
+    .where(MESSAGES.c.id == bindparam("p_pk"))
+    .values(
+        {
+            name: bindparam(f"p_{name}")
+            for name in (
+                "subject",
+                "from_addr",
+                "from_name",
+                "sent_at",
+                "language",
+                "body_text",
+                "body_from_html",
+                "in_reply_to",
+                "references",
+                "defects",
+            )
+        }
+    )
+)

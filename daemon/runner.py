@@ -65,9 +65,7 @@ class Runner:
             owners = [
                 row[0]
                 for row in conn.execute(
-                    select(MESSAGES.c.claimed_by)
-                    .where(MESSAGES.c.state == "processing")
-                    .distinct()
+                    select(MESSAGES.c.claimed_by).where(MESSAGES.c.state == "processing").distinct()
                 )
             ]
         dead = [owner for owner in owners if holder_is_dead(owner)]
@@ -126,7 +124,9 @@ class Runner:
                 .order_by(MESSAGES.c.id)
             ).all()
         return [
-            Work(r.id, bytes(r.raw), r.mailbox, r.received_at, r.source, r.envelope_from, r.attempts)
+            Work(
+                r.id, bytes(r.raw), r.mailbox, r.received_at, r.source, r.envelope_from, r.attempts
+            )
             for r in rows
         ]
 
@@ -167,33 +167,33 @@ class Runner:
         retry: list[int] = []
         with self.db.transaction() as conn:
             done: list[int] = []
-            for item in items:
-                if isolate:
-                    outcome = self._apply_isolated(conn, item)
-                    if outcome is None:
-                        done.append(item.pk)
-                    elif outcome.startswith("storage:"):
-                        retry.append(item.pk)
-                    else:
-                        failed[item.pk] = outcome
-                else:
-                    for step in self.steps:
-                        try:
-                            step.apply(item, conn)
-                        except Exception as exc:
-                            raise _StepFailed from exc
+            for item in items if isolate else ():
+                outcome = self._apply_isolated(conn, item)
+                if outcome is None:
                     done.append(item.pk)
+                elif outcome.startswith("storage:"):
+                    retry.append(item.pk)
+                else:
+                    failed[item.pk] = outcome
+            if not isolate and items:
+                for step in self.steps:
+                    try:
+                        step.apply(items, conn)
+                    except Exception as exc:
+                        raise _StepFailed from exc
+                done = [item.pk for item in items]
             self._finish(conn, done, failed, retry)
 
     def _apply_isolated(self, conn: Connection, item: Work) -> str | None:
         savepoint = conn.begin_nested()
         for step in self.steps:
             try:
-                step.apply(item, conn)
+                step.apply([item], conn)
             except SQLAlchemyError as exc:
                 savepoint.rollback()
-                log.warning("message %s: database error in %s, will retry: %s", item.pk,
-                            step.name, exc)
+                log.warning(
+                    "message %s: database error in %s, will retry: %s", item.pk, step.name, exc
+                )
                 return f"storage: {exc}"
             except Exception as exc:
                 savepoint.rollback()

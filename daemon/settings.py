@@ -93,7 +93,9 @@ class Mailbox(_Strict):
     @model_validator(mode="after")
     def _plaintext_only_on_loopback(self) -> Mailbox:
         if self.tls == "none" and not _is_loopback(self.host):
-            raise ValueError("tls: none is allowed only for loopback hosts; use implicit or starttls")
+            raise ValueError(
+                "tls: none is allowed only for loopback hosts; use implicit or starttls"
+            )
         return self
 
     @property
@@ -131,6 +133,7 @@ class Runner(_Strict):
     """How the runner claims and processes stored messages."""
 
     batch_size: int = Field(default=200, ge=1, le=5000)
+    processes: int = Field(default_factory=lambda: min(os.cpu_count() or 1, 4), ge=1, le=64)
     steps: list[str] = Field(default_factory=lambda: ["parse", "thread", "contact"])
     max_attempts: int = Field(default=3, ge=1)
     claim_ttl: float = Field(default=60.0, gt=0)

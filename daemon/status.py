@@ -75,8 +75,9 @@ def collect(db: Database, clock: Clock) -> Status:
         )
         for r in rows
     ]
-    queue = {state: int(counts.get(state, 0)) for state in ("new", "processing", "done",
-                                                          "quarantined")}
+    queue = {
+        state: int(counts.get(state, 0)) for state in ("new", "processing", "done", "quarantined")
+    }
     return Status(folders, queue)
 
 
@@ -97,8 +98,9 @@ def render(status: Status) -> str:
     table = [header]
     for f in status.folders:
         error = "-"
-        if f.last_error and (f.last_success_at is None or
-                             (f.last_error_at and f.last_error_at > f.last_success_at)):
+        if f.last_error and (
+            f.last_success_at is None or (f.last_error_at and f.last_error_at > f.last_success_at)
+        ):
             error = f.last_error.splitlines()[0][:60]
         table.append(
             (

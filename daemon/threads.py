@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from sqlalchemy import Connection, Table, func, select, update
+from sqlalchemy import Connection, Table, bindparam, func, select, text, update
 
 from .inbox import MESSAGES, insert_ignoring
 from .pipeline import Work, register
@@ -20,6 +20,7 @@ _REPLY_PREFIX = re.compile(
     re.IGNORECASE,
 )
 MAX_REF = 998
+THREAD_LOCK = 0x6D61696C63617265  # "mailcare": one advisory lock for threading on PostgreSQL
 
 
 class TicketTags:
@@ -67,63 +68,118 @@ class ThreadStep:
         own = [parsed.message_id] if parsed.message_id else []
         replied = list(reversed(parsed.in_reply_to)) + list(reversed(parsed.references))
         item.facts["thread_refs"] = [r[:MAX_REF] for r in dict.fromkeys(own + replied)]
-        item.facts["thread_tag"] = self.tags.find(parsed.subject) if self.rules.thread_by_tag else None
+        item.facts["thread_tag"] = (
+            self.tags.find(parsed.subject) if self.rules.thread_by_tag else None
+        )
 
-    def apply(self, item: Work, conn: Connection) -> None:
-        scope = "" if self.rules.merge_copies else (item.mailbox or "")
-        refs: list[str] = item.facts["thread_refs"]
-        conversation = self._find(conn, scope, refs, item.facts["thread_tag"])
-        when = item.received_at
-        created = conversation is None
-        if conversation is None:
-            conversation = conn.execute(
-                CONVERSATIONS.insert().values(
-                    subject=base_subject(item.message().subject, self.tags)[:2000],
-                    mailbox=item.mailbox,
-                    status="open",
-                    opened_at=when,
-                    last_message_at=when,
-                    message_count=1,
+    def apply(self, items: Sequence[Work], conn: Connection) -> None:
+        if conn.dialect.name == "postgresql":
+            # runners in other processes thread their batches one after the other, so two
+            # related messages processed at the same moment cannot open two conversations
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": THREAD_LOCK})
+        scopes = {item.pk: self._scope(item) for item in items}
+        known = self._known_refs(conn, items, scopes)
+        tagged = self._existing(conn, {item.facts["thread_tag"] for item in items} - {None})
+        # conversations opened by this batch get a placeholder (a negative number) first
+        opened: list[dict[str, object]] = []
+        touched: dict[int, list[Work]] = {}
+        new_refs: list[tuple[str, str, int]] = []
+        for item in items:
+            scope = scopes[item.pk]
+            refs: list[str] = item.facts["thread_refs"]
+            conversation = next((known[(scope, r)] for r in refs if (scope, r) in known), None)
+            tag = item.facts["thread_tag"]
+            if conversation is None and tag in tagged:
+                conversation = tag
+            item.facts["conversation_new"] = conversation is None
+            if conversation is None:
+                opened.append(
+                    {
+                        "subject": base_subject(item.message().subject, self.tags)[:2000],
+                        "mailbox": item.mailbox,
+                        "status": "open",
+                        "opened_at": item.received_at,
+                        "last_message_at": item.received_at,
+                        "message_count": 0,
+                    }
                 )
-            ).inserted_primary_key[0]
-        else:
-            conn.execute(
-                update(CONVERSATIONS)
-                .where(CONVERSATIONS.c.id == conversation)
-                .values(
-                    message_count=CONVERSATIONS.c.message_count + 1,
-                    last_message_at=func.max(CONVERSATIONS.c.last_message_at, when)
-                    if conn.dialect.name == "sqlite"
-                    else func.greatest(CONVERSATIONS.c.last_message_at, when),
-                )
-            )
-        if refs:
+                conversation = -len(opened)
+            touched.setdefault(conversation, []).append(item)
+            for ref in refs:
+                if (scope, ref) not in known:
+                    known[(scope, ref)] = conversation
+                    new_refs.append((scope, ref, conversation))
+        real = self._open(conn, opened)
+        if new_refs:
             conn.execute(
                 insert_ignoring(conn, REFS, ["scope", "ref"]),
-                [{"scope": scope, "ref": ref, "conversation_id": conversation} for ref in refs],
+                [
+                    {"scope": scope, "ref": ref, "conversation_id": real.get(conv, conv)}
+                    for scope, ref, conv in new_refs
+                ],
             )
+        later = func.max if conn.dialect.name == "sqlite" else func.greatest
         conn.execute(
-            update(MESSAGES).where(MESSAGES.c.id == item.pk).values(conversation_id=conversation)
+            update(CONVERSATIONS)
+            .where(CONVERSATIONS.c.id == bindparam("c_id"))
+            .values(
+                message_count=CONVERSATIONS.c.message_count + bindparam("c_count"),
+                last_message_at=later(CONVERSATIONS.c.last_message_at, bindparam("c_last")),
+            ),
+            [
+                {
+                    "c_id": real.get(conv, conv),
+                    "c_count": len(group),
+                    "c_last": max(i.received_at for i in group),
+                }
+                for conv, group in touched.items()
+            ],
         )
-        item.facts["conversation_id"] = conversation
-        item.facts["conversation_new"] = created
+        assignments = []
+        for conv, group in touched.items():
+            for item in group:
+                item.facts["conversation_id"] = real.get(conv, conv)
+                assignments.append({"m_id": item.pk, "m_conv": real.get(conv, conv)})
+        conn.execute(
+            update(MESSAGES)
+            .where(MESSAGES.c.id == bindparam("m_id"))
+            .values(conversation_id=bindparam("m_conv")),
+            assignments,
+        )
 
-    def _find(self, conn: Connection, scope: str, refs: Sequence[str], tag: int | None) -> int | None:
-        if refs:
-            rows = dict(
-                conn.execute(
+    def _scope(self, item: Work) -> str:
+        return "" if self.rules.merge_copies else (item.mailbox or "")
+
+    def _known_refs(
+        self, conn: Connection, items: Sequence[Work], scopes: dict[int, str]
+    ) -> dict[tuple[str, str], int]:
+        wanted: dict[str, set[str]] = {}
+        for item in items:
+            wanted.setdefault(scopes[item.pk], set()).update(item.facts["thread_refs"])
+        known: dict[tuple[str, str], int] = {}
+        for scope, refs in wanted.items():
+            ordered = sorted(refs)
+            for start in range(0, len(ordered), 500):
+                rows = conn.execute(
                     select(REFS.c.ref, REFS.c.conversation_id).where(
-                        REFS.c.scope == scope, REFS.c.ref.in_(list(refs))
+                        REFS.c.scope == scope, REFS.c.ref.in_(ordered[start : start + 500])
                     )
-                ).all()
-            )
-            for ref in refs:
-                if ref in rows:
-                    return int(rows[ref])
-        if tag is not None:
-            found = conn.execute(
-                select(CONVERSATIONS.c.id).where(CONVERSATIONS.c.id == tag)
-            ).scalar_one_or_none()
-            if found is not None:
-                return int(found)
-        return None
+                )
+                known.update({(scope, ref): int(conv) for ref, conv in rows})
+        return known
+
+    def _existing(self, conn: Connection, ids: set[int]) -> set[int]:
+        if not ids:
+            return set()
+        rows = conn.execute(select(CONVERSATIONS.c.id).where(CONVERSATIONS.c.id.in_(sorted(ids))))
+        return {int(conv) for (conv,) in rows}
+
+    def _open(self, conn: Connection, rows: list[dict[str, object]]) -> dict[int, int]:
+        """Insert new conversations; map each placeholder to its real id."""
+        if not rows:
+            return {}
+        result = conn.execute(
+            CONVERSATIONS.insert().returning(CONVERSATIONS.c.id, sort_by_parameter_order=True),
+            rows,
+        )
+        return {-(index + 1): int(conv) for index, (conv,) in enumerate(result)}

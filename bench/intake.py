@@ -1,0 +1,171 @@
+"""Intake benchmark: N messages in Dovecot, `mailcare run` from start until all are threaded.
+
+Prints one JSON line: mailcare's rate (stored and threaded) and, measured in the same run
+on the same messages, the raw imapclient FETCH rate (the ceiling).
+
+    python bench/intake.py [-n 5000] [--corpus DIR] [--database URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from sqlalchemy import create_engine, func, select, text  # noqa: E402
+
+from daemon.database import upgrade  # noqa: E402
+from daemon.demo_mail import samples  # noqa: E402
+from daemon.tables import Message  # noqa: E402
+from tests.servers.dovecot import Dovecot  # noqa: E402
+from tests.servers.imap import close_client  # noqa: E402
+
+
+def generated(count: int) -> list[bytes]:
+    """count distinct messages cycling through the demo's English and Chinese mails."""
+    base = [s.raw for s in samples() if s.via == "imap" or len(s.recipients) == 1]
+    result = []
+    for i in range(count):
+        raw = base[i % len(base)]
+        head, _, body = raw.partition(b"\r\n\r\n")
+        lines = [
+            (line.replace(b"@", f".n{i}@".encode(), 1) if line.lower().startswith(b"message-id:")
+             else line)
+            for line in head.split(b"\r\n")
+        ]
+        result.append(b"\r\n".join(lines) + f"\r\nX-Bench-Seq: {i}\r\n\r\n".encode() + body)
+    return result
+
+
+def from_corpus(directory: Path) -> list[bytes]:
+    return [p.read_bytes() for p in sorted(directory.glob("*.eml"))]
+
+
+def fetch_ceiling(server: Dovecot, account, batch: int = 500) -> float:
+    """Seconds for a plain imapclient session to FETCH every message body."""
+    client = server.open_client(account)
+    try:
+        began = time.perf_counter()
+        client.select_folder("INBOX", readonly=True)
+        uids = client.search(["ALL"])
+        got = 0
+        for start in range(0, len(uids), batch):
+            got += len(client.fetch(uids[start : start + batch], [b"BODY.PEEK[]"]))
+        elapsed = time.perf_counter() - began
+    finally:
+        close_client(client)
+    assert got == len(uids)
+    return elapsed
+
+
+def counts(engine) -> tuple[int, int]:
+    with engine.connect() as conn:
+        stored = conn.execute(select(func.count()).select_from(Message)).scalar_one()
+        done = conn.execute(
+            select(func.count()).select_from(Message).where(Message.state != "new")
+            .where(Message.state != "processing")
+        ).scalar_one()
+    return stored, done
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-n", type=int, default=5000)
+    parser.add_argument("--corpus", type=Path, help="a directory of .eml files instead")
+    parser.add_argument("--database", help="SQLAlchemy URL (default: a fresh SQLite file)")
+    parser.add_argument("--timeout", type=float, default=600)
+    args = parser.parse_args()
+
+    raws = from_corpus(args.corpus) if args.corpus else generated(args.n)
+    work = Path(tempfile.mkdtemp(prefix="mailcare-bench-"))
+    url = args.database or f"sqlite:///{work / 'bench.sqlite3'}"
+    if args.database and url.startswith("postgresql"):
+        engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+        with engine.begin() as conn:
+            conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+        engine.dispose()
+    upgrade(url)
+    server = Dovecot(pool_size=2).start()
+    try:
+        account = server.account()
+        began = time.perf_counter()
+        server.append_many(account, "INBOX", raws)
+        append_s = time.perf_counter() - began
+        ceiling_s = fetch_ceiling(server, account)
+        config = work / "mailcare.yaml"
+        config.write_text(
+            json.dumps(
+                {
+                    "database_url": url,
+                    "log_level": "WARNING",
+                    "mailboxes": [
+                        {
+                            "name": "bench",
+                            "host": "127.0.0.1",
+                            "port": server.imap_port,
+                            "tls": "none",
+                            "username": account.username,
+                            "password": {"env": "BENCH_IMAP_PASSWORD"},
+                        }
+                    ],
+                }
+            )
+        )
+        env = dict(os.environ, BENCH_IMAP_PASSWORD=account.password)
+        engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+        started = time.perf_counter()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "daemon.cli", "--config", str(config), "run"],
+            cwd=ROOT, env=env,
+        )
+        stored_at = None
+        try:
+            while time.perf_counter() - started < args.timeout:
+                stored, done = counts(engine)
+                if stored_at is None and stored >= len(raws):
+                    stored_at = time.perf_counter() - started
+                if done >= len(raws):
+                    break
+                if proc.poll() is not None:
+                    raise SystemExit(f"mailcare exited with {proc.returncode}")
+                time.sleep(0.02)
+            else:
+                raise SystemExit("timed out")
+            total_s = time.perf_counter() - started
+        finally:
+            proc.terminate()
+            proc.wait(30)
+        engine.dispose()
+    finally:
+        server.stop()
+    n = len(raws)
+    print(
+        json.dumps(
+            {
+                "bench": "intake",
+                "messages": n,
+                "source": str(args.corpus) if args.corpus else "generated",
+                "database": url.split(":", 1)[0],
+                "mailcare_msgs_per_s": round(n / total_s, 1),
+                "mailcare_seconds": round(total_s, 3),
+                "stored_msgs_per_s": round(n / stored_at, 1) if stored_at else None,
+                "ceiling_fetch_msgs_per_s": round(n / ceiling_s, 1),
+                "ratio_to_ceiling": round(ceiling_s / total_s, 3),
+                "append_msgs_per_s": round(n / append_s, 1),
+                "cpus": os.cpu_count(),
+            }
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
