@@ -7,6 +7,7 @@ import random
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -22,6 +23,7 @@ log = logging.getLogger(__name__)
 
 Connector = Callable[[Mailbox], Any]
 NEWS = (b"EXISTS", b"RECENT")
+IDLE_SLICE = 1.0
 
 
 def connect_imap(mailbox: Mailbox) -> IMAPClient:
@@ -245,9 +247,15 @@ class FolderWorker(threading.Thread):
             renew_every = max(1.0, self.ledger.ttl.total_seconds() / 3)
             next_renew = self.clock.monotonic() + renew_every
             while not self.stop.is_set() and self.clock.monotonic() < deadline:
-                responses = client.idle_check(timeout=1.0)
+                waited = time.monotonic()
+                responses = client.idle_check(timeout=IDLE_SLICE)
+                if any(r and r[0] == b"BYE" for r in responses):
+                    raise MailSourceError("the server closed the connection (BYE)")
                 if any(len(r) > 1 and r[1] in NEWS for r in responses):
                     return
+                if not responses and time.monotonic() - waited < IDLE_SLICE / 2:
+                    # readable but no response: imapclient swallows EOF this way
+                    raise MailSourceError("the connection was closed during IDLE")
                 if self.clock.monotonic() >= next_renew:
                     self._renew()
                     next_renew = self.clock.monotonic() + renew_every
