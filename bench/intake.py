@@ -23,26 +23,10 @@ sys.path.insert(0, str(ROOT))
 from sqlalchemy import create_engine, func, select, text  # noqa: E402
 
 from daemon.database import upgrade  # noqa: E402
-from daemon.demo_mail import samples  # noqa: E402
+from daemon.demo_mail import variants  # noqa: E402
 from daemon.tables import Message  # noqa: E402
 from tests.servers.dovecot import Dovecot  # noqa: E402
 from tests.servers.imap import close_client  # noqa: E402
-
-
-def generated(count: int) -> list[bytes]:
-    """count distinct messages cycling through the demo's English and Chinese mails."""
-    base = [s.raw for s in samples() if s.via == "imap" or len(s.recipients) == 1]
-    result = []
-    for i in range(count):
-        raw = base[i % len(base)]
-        head, _, body = raw.partition(b"\r\n\r\n")
-        lines = [
-            (line.replace(b"@", f".n{i}@".encode(), 1) if line.lower().startswith(b"message-id:")
-             else line)
-            for line in head.split(b"\r\n")
-        ]
-        result.append(b"\r\n".join(lines) + f"\r\nX-Bench-Seq: {i}\r\n\r\n".encode() + body)
-    return result
 
 
 def from_corpus(directory: Path) -> list[bytes]:
@@ -84,7 +68,7 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=600)
     args = parser.parse_args()
 
-    raws = from_corpus(args.corpus) if args.corpus else generated(args.n)
+    raws = from_corpus(args.corpus) if args.corpus else variants(args.n)
     work = Path(tempfile.mkdtemp(prefix="mailcare-bench-"))
     url = args.database or f"sqlite:///{work / 'bench.sqlite3'}"
     if args.database and url.startswith("postgresql"):

@@ -347,3 +347,22 @@ def samples() -> list[Sample]:
     duplicate = next(s for s in result if s.key == "en-quote")
     result.append(Sample("en-quote-again", duplicate.raw, "lmtp"))
     return result
+
+
+def variants(count: int) -> list[bytes]:
+    """count distinct messages made from the samples, for load tests.
+
+    Each round through the samples gets its own Message-IDs, so follow-ups still thread.
+    """
+    base = [s.raw for s in samples() if not s.key.endswith("again")]
+    result = []
+    for i in range(count):
+        head, _, body = base[i % len(base)].partition(b"\r\n\r\n")
+        lines = [
+            line.replace(b"@", f".r{i // len(base)}@".encode(), 1)
+            if line.lower().startswith((b"message-id:", b"in-reply-to:", b"references:"))
+            else line
+            for line in head.split(b"\r\n")
+        ]
+        result.append(b"\r\n".join([*lines, f"X-Sequence: {i}".encode()]) + b"\r\n\r\n" + body)
+    return result

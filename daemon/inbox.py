@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, Table, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.dml import Insert
 
 from .clock import SystemClock
@@ -75,8 +74,10 @@ def dedup_key(message_id: str | None, digest: str, scope: str = "") -> str:
 def insert_ignoring(conn: Connection, table: Table, index: Sequence[str]) -> Insert:
     """An INSERT that skips rows violating the unique index on `index` columns."""
     if conn.dialect.name == "postgresql":
-        return postgresql.insert(table).on_conflict_do_nothing(index_elements=list(index))
-    return sqlite.insert(table).on_conflict_do_nothing(index_elements=list(index))
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(table).on_conflict_do_nothing(index_elements=list(index))
 
 
 @dataclass(frozen=True)
