@@ -20,6 +20,7 @@ OK = "250 2.0.0 Ok: stored"
 UNKNOWN_RECIPIENT = "550 5.1.1 Recipient address rejected: not handled here"
 TEMPORARY_FAILURE = "451 4.3.0 Temporary storage failure, try again later"
 TOO_BIG = "552 5.3.4 Message too big"
+LINE_TOO_LONG = "500 5.5.2 Line too long"
 INTERNAL_ERROR = "451 4.3.0 Internal error, try again later"
 
 
@@ -90,25 +91,42 @@ class IntakeHandler:
         return status
 
 
+# Real mail carries lines far longer than RFC 5321's 1,000 octets; refusing them would
+# bounce a customer's mail, so lines are limited only to keep memory bounded.
+LINE_LIMIT = 1 << 20
+
+
+def _rewrite(status: Any) -> Any:
+    """Standard enhanced status codes for aiosmtpd's own refusals after DATA."""
+    if isinstance(status, str):
+        if status.startswith("552 Error: Too much mail data"):
+            return TOO_BIG
+        if status.startswith("500 Line too long"):
+            return LINE_TOO_LONG
+    return status
+
+
 class _LMTPServer(LMTP):
-    """LMTP whose size and line-length refusals after DATA come once per recipient."""
+    """LMTP whose refusals after DATA come once per recipient, as LMTP requires."""
+
+    line_length_limit = LINE_LIMIT
 
     async def push(self, status: Any) -> None:
-        envelope = self.envelope
-        if isinstance(status, str) and status.startswith("552 Error: Too much mail data"):
-            count = len(envelope.rcpt_tos) if envelope is not None else 1
-            await super().push("\r\n".join([TOO_BIG] * max(1, count)))
+        rewritten = _rewrite(status)
+        if rewritten is not status and self.envelope is not None:
+            count = max(1, len(self.envelope.rcpt_tos))
+            await super().push("\r\n".join([rewritten] * count))
             return
         await super().push(status)
 
 
 class _SMTPServer(SMTP):
-    """SMTP with a standard enhanced status code on oversized messages."""
+    """SMTP with standard enhanced status codes on refusals after DATA."""
+
+    line_length_limit = LINE_LIMIT
 
     async def push(self, status: Any) -> None:
-        if isinstance(status, str) and status.startswith("552 Error: Too much mail data"):
-            status = TOO_BIG
-        await super().push(status)
+        await super().push(_rewrite(status))
 
 
 class IntakeListener(Controller):  # type: ignore[misc]
