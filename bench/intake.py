@@ -54,7 +54,9 @@ def counts(engine) -> tuple[int, int]:
     with engine.connect() as conn:
         stored = conn.execute(select(func.count()).select_from(Message)).scalar_one()
         done = conn.execute(
-            select(func.count()).select_from(Message).where(Message.state != "new")
+            select(func.count())
+            .select_from(Message)
+            .where(Message.state != "new")
             .where(Message.state != "processing")
         ).scalar_one()
     return stored, done
@@ -108,7 +110,8 @@ def main() -> int:
         started = time.perf_counter()
         proc = subprocess.Popen(
             [sys.executable, "-m", "daemon.cli", "--config", str(config), "run"],
-            cwd=ROOT, env=env,
+            cwd=ROOT,
+            env=env,
         )
         stored_at = None
         try:

@@ -40,7 +40,7 @@ def _wait_until_processed(db: Database, expected: int, timeout: float = 60.0) ->
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with db.reading() as conn:
-            states = dict(
+            states: dict[str, int] = dict(
                 conn.execute(
                     select(MESSAGES.c.state, func.count()).group_by(MESSAGES.c.state)
                 ).all()

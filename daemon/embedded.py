@@ -130,7 +130,7 @@ def _build_backend() -> tuple[Any, Any]:
     from pymap.concurrent import Subsystem
     from pysasl.hashing import Cleartext
 
-    class LocalConfig(Config):  # type: ignore[misc]
+    class LocalConfig(Config):
         """Fixed greeting: the default one resolves the host's FQDN on every connection."""
 
         @property

@@ -74,10 +74,12 @@ def dedup_key(message_id: str | None, digest: str, scope: str = "") -> str:
 def insert_ignoring(conn: Connection, table: Table, index: Sequence[str]) -> Insert:
     """An INSERT that skips rows violating the unique index on `index` columns."""
     if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert(table).on_conflict_do_nothing(index_elements=list(index))
+        from sqlalchemy.dialects import postgresql
+
+        return postgresql.insert(table).on_conflict_do_nothing(index_elements=list(index))
+    from sqlalchemy.dialects import sqlite
+
+    return sqlite.insert(table).on_conflict_do_nothing(index_elements=list(index))
 
 
 @dataclass(frozen=True)

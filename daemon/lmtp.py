@@ -129,7 +129,7 @@ class _SMTPServer(SMTP):
         await super().push(_rewrite(status))
 
 
-class IntakeListener(Controller):  # type: ignore[misc]
+class IntakeListener(Controller):
     """The LMTP or SMTP listener, served from its own thread."""
 
     def __init__(self, settings: Intake, inbox: Inbox) -> None:
@@ -147,9 +147,3 @@ class IntakeListener(Controller):  # type: ignore[misc]
     def factory(self) -> SMTP:
         server_class = _LMTPServer if self.settings.protocol == "lmtp" else _SMTPServer
         return server_class(self.handler, **self.SMTP_kwargs)
-
-    @property
-    def bound_port(self) -> int:
-        """The port actually listened on (useful with port 0)."""
-        assert self.server is not None
-        return int(self.server.sockets[0].getsockname()[1])

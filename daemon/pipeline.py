@@ -87,8 +87,8 @@ class ParseStep:
         item.parsed = parse_message(item.raw)
 
     def apply(self, items: Sequence[Work], conn: Connection) -> None:
-        rows = []
-        attachments = []
+        rows: list[dict[str, object]] = []
+        attachments: list[dict[str, object]] = []
         for item in items:
             parsed = item.message()
             sender = parsed.sender

@@ -54,7 +54,7 @@ def collect(db: Database, clock: Clock) -> Status:
     now = clock.now()
     with db.reading() as conn:
         rows = conn.execute(select(FOLDERS).order_by(FOLDERS.c.mailbox, FOLDERS.c.folder)).all()
-        counts = dict(
+        counts: dict[str, int] = dict(
             conn.execute(select(MESSAGES.c.state, func.count()).group_by(MESSAGES.c.state)).all()
         )
     folders = [

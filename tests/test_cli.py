@@ -18,13 +18,18 @@ from tests.servers.dovecot import Dovecot
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def mailcare(*args: str, config: Path | None = None, check: bool = True,
-             env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def mailcare(
+    *args: str, config: Path | None = None, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "daemon.cli"]
     if config is not None:
         command += ["--config", str(config)]
     result = subprocess.run(
-        [*command, *args], cwd=ROOT, capture_output=True, timeout=120, text=True,
+        [*command, *args],
+        cwd=ROOT,
+        capture_output=True,
+        timeout=120,
+        text=True,
         env={**os.environ, **(env or {})},
     )
     if check and result.returncode != 0:
@@ -66,8 +71,10 @@ def test_db_upgrade_then_status(tmp_path: Path) -> None:
     assert "up to date" in mailcare("db", "upgrade", config=config).stdout
     mailcare("db", "upgrade", config=config)  # twice is harmless
     report = json.loads(mailcare("status", "--json", config=config).stdout)
-    assert report == {"folders": [], "queue": {"new": 0, "processing": 0, "done": 0,
-                                                "quarantined": 0}}
+    assert report == {
+        "folders": [],
+        "queue": {"new": 0, "processing": 0, "done": 0, "quarantined": 0},
+    }
 
 
 def test_ingest_quarantine_list_and_retry(tmp_path: Path) -> None:
@@ -79,13 +86,17 @@ def test_ingest_quarantine_list_and_retry(tmp_path: Path) -> None:
     assert "0 stored, 1 already known" in mailcare("ingest", str(eml), config=config).stdout
     db = Database(f"sqlite:///{tmp_path / 'm.sqlite3'}")
     with db.transaction() as conn:  # as if a step had failed on it
-        conn.exec_driver_sql("UPDATE messages SET state='quarantined', "
-                             "quarantine_reason='parse: ValueError: test'")
+        conn.exec_driver_sql(
+            "UPDATE messages SET state='quarantined', quarantine_reason='parse: ValueError: test'"
+        )
     listed = json.loads(mailcare("quarantine", "list", "--json", config=config).stdout)
     assert [(q["id"], q["reason"]) for q in listed] == [(1, "parse: ValueError: test")]
     shown = subprocess.run(
         [sys.executable, "-m", "daemon.cli", "--config", str(config), "quarantine", "show", "1"],
-        cwd=ROOT, capture_output=True, timeout=60, check=True,
+        cwd=ROOT,
+        capture_output=True,
+        timeout=60,
+        check=True,
     )
     assert shown.stdout == eml.read_bytes()
     assert "1 message(s) queued" in mailcare("quarantine", "retry", "--all", config=config).stdout
@@ -106,16 +117,23 @@ def test_run_ingests_and_stops_cleanly_on_sigterm(dovecot: Dovecot, tmp_path: Pa
     account = dovecot.account()
     dovecot.lmtp_deliver(account, make_mail(message_id="<cli@x>"))
     db_url = f"sqlite:///{tmp_path / 'm.sqlite3'}"
-    config = write_config(tmp_path, db_url, extra=(
-        "mailboxes:\n"
-        f"  - {{name: support, host: 127.0.0.1, port: {dovecot.imap_port}, tls: none,\n"
-        f"     username: {account.username}, password: {{env: CLI_TEST_PW}}}}\n"
-    ))
+    config = write_config(
+        tmp_path,
+        db_url,
+        extra=(
+            "mailboxes:\n"
+            f"  - {{name: support, host: 127.0.0.1, port: {dovecot.imap_port}, tls: none,\n"
+            f"     username: {account.username}, password: {{env: CLI_TEST_PW}}}}\n"
+        ),
+    )
     mailcare("db", "upgrade", config=config)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "daemon.cli", "--config", str(config), "run"], cwd=ROOT,
+        [sys.executable, "-m", "daemon.cli", "--config", str(config), "run"],
+        cwd=ROOT,
         env={**os.environ, "CLI_TEST_PW": account.password},
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     db = Database(db_url)
     try:

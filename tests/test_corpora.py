@@ -62,7 +62,10 @@ def assert_nothing_lost(app: App, count: int) -> None:
 
 
 def test_real_world_mail_through_imap(
-    shared_dir: Path, dovecot: Dovecot, db_url: str, app_factory: list[App],
+    shared_dir: Path,
+    dovecot: Dovecot,
+    db_url: str,
+    app_factory: list[App],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     files = real_world(shared_dir)
@@ -80,8 +83,11 @@ def test_real_world_mail_through_lmtp(
     shared_dir: Path, db_url: str, app_factory: list[App]
 ) -> None:
     files = real_world(shared_dir)
-    app = build_app(settings_for(db_url, intake={"enabled": True, "port": 0,
-                                                 "recipients": ["support@acme.example"]}))
+    app = build_app(
+        settings_for(
+            db_url, intake={"enabled": True, "port": 0, "recipients": ["support@acme.example"]}
+        )
+    )
     app_factory.append(app)
     app.start()
     assert app.listener is not None
@@ -101,8 +107,9 @@ def make_corpus(shared_dir: Path, tmp_path: Path, count: int) -> tuple[Path, lis
     if not script.exists():
         pytest.skip(f"{script} not found")
     out = tmp_path / "corpus"
-    subprocess.run([sys.executable, str(script), str(count), "42", str(out)], check=True,
-                   capture_output=True)
+    subprocess.run(
+        [sys.executable, str(script), str(count), "42", str(out)], check=True, capture_output=True
+    )
     lines = (out / "manifest.jsonl").read_text(encoding="utf-8").splitlines()
     return out, [json.loads(line) for line in lines]
 
@@ -112,7 +119,11 @@ def squash(text: str) -> str:
 
 
 def test_support_corpus_fidelity(
-    shared_dir: Path, dovecot: Dovecot, db_url: str, tmp_path: Path, app_factory: list[App],
+    shared_dir: Path,
+    dovecot: Dovecot,
+    db_url: str,
+    tmp_path: Path,
+    app_factory: list[App],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     directory, manifest = make_corpus(shared_dir, tmp_path, 1000)
@@ -120,9 +131,11 @@ def test_support_corpus_fidelity(
     account = dovecot.account()
     dovecot.append_many(account, "INBOX", raws)
     monkeypatch.setenv(PASSWORD_ENV, account.password)
-    settings = settings_for(db_url, [mailbox_for(dovecot, account, PASSWORD_ENV)],
-                            intake={"enabled": True, "port": 0,
-                                    "recipients": ["support@helpdesk.example"]})
+    settings = settings_for(
+        db_url,
+        [mailbox_for(dovecot, account, PASSWORD_ENV)],
+        intake={"enabled": True, "port": 0, "recipients": ["support@helpdesk.example"]},
+    )
     app = build_app(settings)
     app_factory.append(app)
     app.start()
@@ -134,8 +147,10 @@ def test_support_corpus_fidelity(
     with smtplib.LMTP("127.0.0.1", app.listener.port, timeout=30) as client:
         for raw in raws[50:100]:
             client.sendmail("mta@relay.example", ["support@helpdesk.example"], raw)
-    wait_until(lambda: app.imap.workers[0].ledger.state(app.imap.workers[0].folder_id).last_uid
-               >= 1050, what="the repeated messages fetched")
+    wait_until(
+        lambda: app.imap.workers[0].ledger.state(app.imap.workers[0].folder_id).last_uid >= 1050,
+        what="the repeated messages fetched",
+    )
     assert states(app.db) == {"done": 1000}
 
     with app.db.reading() as conn:
@@ -156,9 +171,14 @@ def test_support_corpus_fidelity(
             "probe": squash(meta["probe"]) in squash(body),
             "win_path": meta["win_path"] is None or meta["win_path"] in body,
             "language": row.language == meta["lang"],
-            "attachment": (attachments.get(row.id, []) == (
-                [(meta["attachment"]["name"], meta["attachment"]["size"])]
-                if meta["attachment"] else [])),
+            "attachment": (
+                attachments.get(row.id, [])
+                == (
+                    [(meta["attachment"]["name"], meta["attachment"]["size"])]
+                    if meta["attachment"]
+                    else []
+                )
+            ),
             "thread": meta["reply_to"] is None
             or row.conversation_id == rows[by_id[meta["reply_to"]]["message_id"]].conversation_id,
         }

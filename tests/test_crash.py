@@ -27,8 +27,10 @@ KILLS = 10
 def start(config: Path, password: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "daemon.cli", "--config", str(config), "run"],
-        cwd=ROOT, env={**os.environ, "CRASH_TEST_PW": password},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=ROOT,
+        env={**os.environ, "CRASH_TEST_PW": password},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
 
@@ -54,6 +56,7 @@ def test_sigkill_at_random_moments_loses_and_doubles_nothing(
     db = Database(db_url)
     rng = random.Random(20261122)
     progress = []
+
     def work_seen() -> int:
         current = states(db)
         return sum(current.values()) + current.get("done", 0)
@@ -63,8 +66,11 @@ def test_sigkill_at_random_moments_loses_and_doubles_nothing(
         proc = start(config, account.password)
         # kill at a random moment once this process has started working (storing or
         # processing), so that kills land in fetches, commits and batches, not in start-up
-        wait_until(lambda: work_seen() > before or work_seen() >= 2 * MESSAGES, timeout=60,
-                   what="the restarted daemon to make progress")
+        wait_until(
+            lambda start=before: work_seen() > start or work_seen() >= 2 * MESSAGES,
+            timeout=60,
+            what="the restarted daemon to make progress",
+        )
         time.sleep(rng.uniform(0.0, 0.6))
         os.killpg(proc.pid, signal.SIGKILL)  # the main process and its runner processes
         proc.wait()
@@ -73,8 +79,11 @@ def test_sigkill_at_random_moments_loses_and_doubles_nothing(
     assert sum(1 for p in progress if 0 < p.get("done", 0) < MESSAGES) >= KILLS // 2, progress
     final = start(config, account.password)
     try:
-        wait_until(lambda: states(db).get("done", 0) + states(db).get("quarantined", 0)
-                   == MESSAGES, timeout=180, what="all messages processed after the crashes")
+        wait_until(
+            lambda: states(db).get("done", 0) + states(db).get("quarantined", 0) == MESSAGES,
+            timeout=180,
+            what="all messages processed after the crashes",
+        )
     finally:
         final.send_signal(signal.SIGTERM)
         assert final.wait(60) == 0

@@ -38,8 +38,10 @@ def start_app(monkeypatch: pytest.MonkeyPatch) -> Iterator[AppFactory]:
 
 
 def mails(count: int, prefix: str = "m") -> list[bytes]:
-    return [make_mail(message_id=f"<{prefix}{n}@customer.example>", subject=f"Question {n}")
-            for n in range(count)]
+    return [
+        make_mail(message_id=f"<{prefix}{n}@customer.example>", subject=f"Question {n}")
+        for n in range(count)
+    ]
 
 
 def stored(db: Database) -> int:
@@ -80,8 +82,7 @@ def test_new_mail_arrives_while_running(
         wait_until(done(app.db, n + 1), what=f"message {n + 1}")
 
 
-def test_polling_without_idle(dovecot_noidle: Dovecot, db_url: str,
-                              start_app: AppFactory) -> None:
+def test_polling_without_idle(dovecot_noidle: Dovecot, db_url: str, start_app: AppFactory) -> None:
     account = dovecot_noidle.account()
     assert "IDLE" not in dovecot_noidle.capabilities
     app = start_app(db_url, [mailbox_for(dovecot_noidle, account, PASSWORD_ENV)], account)
@@ -139,9 +140,13 @@ def test_disposition_flags_or_moves_and_never_deletes(
 
     expected = (4, 4, 0) if action == "flag" else (0, 0, 4)
     wait_until(lambda: server_view() == expected, what=f"{action} on the server")
-    assert app.inbox.pending_dispositions(app.imap.workers[0].folder_id,
-                                          app.ledger.state(app.imap.workers[0].folder_id)
-                                          .uidvalidity or 0) == []
+    assert (
+        app.inbox.pending_dispositions(
+            app.imap.workers[0].folder_id,
+            app.ledger.state(app.imap.workers[0].folder_id).uidvalidity or 0,
+        )
+        == []
+    )
 
 
 def test_reconnects_after_the_connection_drops(
@@ -168,12 +173,20 @@ def test_tls_is_verified(dovecot: Dovecot, db_url: str, start_app: AppFactory, m
     account = dovecot.account()
     dovecot.lmtp_deliver(account, make_mail(message_id=f"<tls-{mode}@x>"))
     port = dovecot.imaps_port if mode == "implicit" else dovecot.imap_port
-    untrusted = Mailbox(name="untrusted", host="localhost", port=port, tls=mode,
-                        username=account.username, password={"env": PASSWORD_ENV},
-                        poll_interval=0.2)
+    untrusted = Mailbox(
+        name="untrusted",
+        host="localhost",
+        port=port,
+        tls=mode,
+        username=account.username,
+        password={"env": PASSWORD_ENV},
+        poll_interval=0.2,
+    )
     app = start_app(db_url, [untrusted], account)
-    wait_until(lambda: app.ledger.state(app.imap.workers[0].folder_id) and _error(app),
-               what="a recorded TLS error")
+    wait_until(
+        lambda: app.ledger.state(app.imap.workers[0].folder_id) and _error(app),
+        what="a recorded TLS error",
+    )
     assert "CERTIFICATE_VERIFY_FAILED" in (_error(app) or "")
     assert stored(app.db) == 0
     app.stop()

@@ -42,7 +42,7 @@ def count(db: Database, table: type) -> int:
 
 def test_store_keeps_raw_bytes_hash_and_message_id(db: Database) -> None:
     clock = FrozenClock()
-    ledger, folder_id = folder(db, clock)
+    _, folder_id = folder(db, clock)
     raw = make_mail(message_id="<abc@x.example>")
     outcome = Inbox(db, clock).store_imap(
         folder_id=folder_id,

@@ -21,8 +21,13 @@ SALES = "sales@acme.example"
 def listener_app(db_url: str, protocol: str = "lmtp", size: int = 64 * 1024) -> App:
     settings = settings_for(
         db_url,
-        intake={"enabled": True, "protocol": protocol, "port": 0, "max_message_size": size,
-                "recipients": [SUPPORT, SALES, "@help.acme.example"]},
+        intake={
+            "enabled": True,
+            "protocol": protocol,
+            "port": 0,
+            "max_message_size": size,
+            "recipients": [SUPPORT, SALES, "@help.acme.example"],
+        },
     )
     app = build_app(settings)
     app.start(runner=False)
@@ -72,9 +77,11 @@ def test_one_reply_per_recipient_after_the_commit(lmtp: App) -> None:
 
 def test_domain_and_plus_addresses(lmtp: App) -> None:
     assert lmtp.listener is not None
-    rcpt, data = transaction(lmtp.listener.port,
-                             ["anyone@help.acme.example", "support+billing@acme.example",
-                              "support@evil.example"], make_mail())
+    rcpt, data = transaction(
+        lmtp.listener.port,
+        ["anyone@help.acme.example", "support+billing@acme.example", "support@evil.example"],
+        make_mail(),
+    )
     assert rcpt == [250, 250, 550] and data == [250, 250]
 
 
@@ -91,7 +98,7 @@ def test_storage_failure_answers_451_and_the_retry_succeeds(lmtp: App) -> None:
     raw = make_mail(message_id="<retry@x>")
     with lmtp.db.transaction() as conn:
         conn.execute(text("ALTER TABLE deliveries RENAME TO deliveries_away"))
-    rcpt, data = transaction(lmtp.listener.port, [SUPPORT, SALES], raw)
+    _, data = transaction(lmtp.listener.port, [SUPPORT, SALES], raw)
     assert data == [451, 451]
     with lmtp.db.transaction() as conn:
         conn.execute(text("ALTER TABLE deliveries_away RENAME TO deliveries"))
@@ -105,8 +112,9 @@ def test_smtp_mode_and_processing(db_url: str) -> None:
     try:
         assert app.listener is not None
         with smtplib.SMTP("127.0.0.1", app.listener.port, timeout=10) as client:
-            refused = client.sendmail("a@example.org", [SUPPORT, "x@nowhere.example"],
-                                      make_mail(message_id="<smtp@x>"))
+            refused = client.sendmail(
+                "a@example.org", [SUPPORT, "x@nowhere.example"], make_mail(message_id="<smtp@x>")
+            )
             assert list(refused) == ["x@nowhere.example"]
         app.runner.run_once()
         assert states(app.db) == {"done": 1}
@@ -116,8 +124,10 @@ def test_smtp_mode_and_processing(db_url: str) -> None:
 
 def test_eight_bit_and_binary_content_is_stored_byte_for_byte(lmtp: App) -> None:
     assert lmtp.listener is not None
-    raw = ("Subject: 发票\r\nContent-Type: text/plain; charset=gbk\r\n"
-           "Content-Transfer-Encoding: 8bit\r\n\r\n").encode() + "请开发票\r\n".encode("gbk")
+    raw = (
+        "Subject: 发票\r\nContent-Type: text/plain; charset=gbk\r\n"
+        "Content-Transfer-Encoding: 8bit\r\n\r\n"
+    ).encode() + "请开发票\r\n".encode("gbk")
     _, data = transaction(lmtp.listener.port, [SUPPORT], raw)
     assert data == [250]
     wait_until(lambda: count(lmtp.db) == 1)

@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 from sqlalchemy import Connection, select
 
+from daemon import contacts as _contacts  # noqa: F401  (registers the step)
+from daemon import threads as _threads  # noqa: F401  (registers the step)
 from daemon.clock import FrozenClock
 from daemon.database import Database
 from daemon.inbox import Inbox
@@ -18,9 +20,6 @@ from daemon.rules import ConversationRules
 from daemon.runner import Runner
 from daemon.tables import Message
 from tests.helpers import make_mail, states
-
-from daemon import contacts as _contacts  # noqa: F401  (registers the step)
-from daemon import threads as _threads  # noqa: F401  (registers the step)
 
 
 @pytest.fixture

@@ -67,7 +67,7 @@ def test_plaintext_imap_only_on_loopback(tmp_path: Path) -> None:
 
 
 def test_move_needs_a_folder_and_names_are_unique(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="folder. is required"):
+    with pytest.raises(ConfigError, match=r"`folder` is required"):
         load_settings(write(tmp_path, GOOD.replace(", folder: Stored", "")))
     doubled = GOOD + GOOD.split("mailboxes:\n", 1)[1]
     with pytest.raises(ConfigError, match="mailbox names must be unique: support"):

@@ -8,6 +8,8 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
+from daemon import contacts as _contacts  # noqa: F401  (registers the step)
+from daemon import threads as _threads  # noqa: F401  (registers the step)
 from daemon.clock import FrozenClock
 from daemon.database import Database
 from daemon.inbox import Inbox
@@ -17,9 +19,6 @@ from daemon.runner import Runner
 from daemon.tables import Contact, Conversation, Message
 from daemon.threads import TicketTags, base_subject
 from tests.helpers import make_mail
-
-from daemon import contacts as _contacts  # noqa: F401  (registers the step)
-from daemon import threads as _threads  # noqa: F401  (registers the step)
 
 
 @pytest.fixture
@@ -41,8 +40,12 @@ class Desk:
         self.runner = Runner(db, self.clock, steps, "h:1:t", batch_size=50)
 
     def deliver(self, raw: bytes, *recipients: str, process: bool = True) -> None:
-        self.inbox.store_delivered(raw, channel="lmtp", envelope_from=None,
-                                   recipients=list(recipients or ["support@acme.example"]))
+        self.inbox.store_delivered(
+            raw,
+            channel="lmtp",
+            envelope_from=None,
+            recipients=list(recipients or ["support@acme.example"]),
+        )
         self.clock.advance(timedelta(minutes=5))
         if process:
             self.process()
@@ -63,10 +66,18 @@ class Desk:
 def test_replies_join_by_in_reply_to_and_references(db: Database) -> None:
     desk = Desk(db)
     desk.deliver(make_mail(message_id="<a@c.example>", subject="Invoice wrong"))
-    desk.deliver(make_mail(message_id="<b@c.example>", subject="Re: Invoice wrong",
-                           in_reply_to="<a@c.example>"))
-    desk.deliver(make_mail(message_id="<c@c.example>", subject="AW: Invoice wrong",
-                           references="<zz@elsewhere> <b@c.example>"))
+    desk.deliver(
+        make_mail(
+            message_id="<b@c.example>", subject="Re: Invoice wrong", in_reply_to="<a@c.example>"
+        )
+    )
+    desk.deliver(
+        make_mail(
+            message_id="<c@c.example>",
+            subject="AW: Invoice wrong",
+            references="<zz@elsewhere> <b@c.example>",
+        )
+    )
     desk.deliver(make_mail(message_id="<d@c.example>", subject="Invoice wrong"))  # new request
     first = desk.conversation_of("<a@c.example>")
     assert desk.conversation_of("<b@c.example>") == first
@@ -88,8 +99,9 @@ def test_reply_arriving_before_its_original_still_joins(db: Database) -> None:
 def test_thread_inside_one_batch(db: Database) -> None:
     desk = Desk(db)
     desk.deliver(make_mail(message_id="<p@c>", subject="Order"), process=False)
-    desk.deliver(make_mail(message_id="<q@c>", in_reply_to="<p@c>", subject="Re: Order"),
-                 process=False)
+    desk.deliver(
+        make_mail(message_id="<q@c>", in_reply_to="<p@c>", subject="Re: Order"), process=False
+    )
     desk.deliver(make_mail(message_id="<r@c>", subject="Other"), process=False)
     desk.process()
     assert desk.conversation_of("<p@c>") == desk.conversation_of("<q@c>")
@@ -120,8 +132,10 @@ def test_message_to_two_addresses_is_one_conversation(db: Database) -> None:
     desk.deliver(raw, "sales@acme.example", "support@acme.example")
     desk.deliver(b"Delivered-To: support@acme.example\r\n" + raw, "support@acme.example")
     with db.reading() as conn:
-        assert conn.execute(select(Message.id)).all() == conn.execute(
-            select(Message.id).where(Message.message_id == "<both@c>")).all()
+        assert (
+            conn.execute(select(Message.id)).all()
+            == conn.execute(select(Message.id).where(Message.message_id == "<both@c>")).all()
+        )
         assert len(conn.execute(select(Conversation.id)).all()) == 1
 
 
@@ -143,18 +157,23 @@ def test_contacts_keep_history(db: Database) -> None:
     desk = Desk(db)
     desk.deliver(make_mail(message_id="<1@c>", sender="anna@Customer.Example"))
     first_seen = desk.clock.now() - timedelta(minutes=5)
-    desk.deliver(make_mail(message_id="<2@c>", sender="Anna Berg <ANNA@customer.example>",
-                           in_reply_to="<1@c>"))
-    desk.deliver(make_mail(message_id="<3@c>", sender="Anna Berg <anna@customer.example>",
-                           subject="New question"))
-    desk.deliver(make_mail(message_id="<4@c>", sender="Bo <bo@other.example>",
-                           in_reply_to="<3@c>"))
+    desk.deliver(
+        make_mail(
+            message_id="<2@c>", sender="Anna Berg <ANNA@customer.example>", in_reply_to="<1@c>"
+        )
+    )
+    desk.deliver(
+        make_mail(
+            message_id="<3@c>", sender="Anna Berg <anna@customer.example>", subject="New question"
+        )
+    )
+    desk.deliver(make_mail(message_id="<4@c>", sender="Bo <bo@other.example>", in_reply_to="<3@c>"))
     with db.reading() as conn:
-        anna = conn.execute(
-            select(Contact).where(Contact.address == "anna@customer.example")).one()
+        anna = conn.execute(select(Contact).where(Contact.address == "anna@customer.example")).one()
         bo = conn.execute(select(Contact).where(Contact.address == "bo@other.example")).one()
-        owner = conn.execute(select(Conversation.contact_id).where(
-            Conversation.id == desk.conversation_of("<3@c>"))).scalar_one()
+        owner = conn.execute(
+            select(Conversation.contact_id).where(Conversation.id == desk.conversation_of("<3@c>"))
+        ).scalar_one()
     assert (anna.message_count, anna.conversation_count) == (3, 2)
     assert anna.name == "Anna Berg" and anna.first_seen_at == first_seen
     assert anna.last_seen_at == desk.clock.now() - timedelta(minutes=10)
