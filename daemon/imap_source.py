@@ -8,10 +8,11 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from imapclient import IMAPClient
+from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
 
 from .errors import LeaseLostError, MailSourceError
 from .folders import FolderLedger
@@ -24,6 +25,8 @@ log = logging.getLogger(__name__)
 Connector = Callable[[Mailbox], Any]
 NEWS = (b"EXISTS", b"RECENT")
 IDLE_SLICE = 1.0
+FETCH_BYTES = 32 * 1024 * 1024  # at most this much mail in memory per FETCH
+UNFETCHABLE_AFTER = 3
 
 
 def connect_imap(mailbox: Mailbox) -> IMAPClient:
@@ -106,6 +109,8 @@ class FolderWorker(threading.Thread):
         self.backoff = Backoff()
         self.folder_id = ledger.ensure(mailbox.name, folder)
         self.synced = threading.Event()
+        self._refusals: dict[int, int] = {}
+        self._careful: tuple[int, int] = (0, -1)
 
     def run(self) -> None:
         holding = False
@@ -169,31 +174,12 @@ class FolderWorker(threading.Thread):
     def catch_up(self, client: Any, uidvalidity: int, cursor: int, capabilities: set[bytes]) -> int:
         """Fetch and store every message above the cursor; return the new cursor."""
         uids = sorted(u for u in client.search(["UID", f"{cursor + 1}:*"]) if u > cursor)
-        step = self.mailbox.fetch_batch
-        for start in range(0, len(uids), step):
+        for chunk in self._chunks(client, uids):
             if self.stop.is_set():
                 break
-            chunk = uids[start : start + step]
-            response = client.fetch(chunk, [b"BODY.PEEK[]"])
-            arrivals = [
-                Arrival(bytes(response[uid][b"BODY[]"]), uid)
-                for uid in chunk
-                if uid in response and response[uid].get(b"BODY[]") is not None
-            ]
-            highest = chunk[-1]
-            missing = [uid for uid in chunk if uid not in {a.uid for a in arrivals}]
-            if missing:
-                still_there = sorted(client.search(["UID", _uid_set(missing)]))
-                still_there = [uid for uid in still_there if uid in set(missing)]
-                if still_there:
-                    # a message the server has but did not return: stop before it, retry later
-                    highest = still_there[0] - 1
-                    arrivals = [a for a in arrivals if a.uid is not None and a.uid <= highest]
-                    log.warning(
-                        "%s: UIDs %s not returned by FETCH; will retry", self.name, still_there[:10]
-                    )
+            arrivals, highest = self._fetch(client, chunk)
             if highest <= cursor:
-                raise MailSourceError(f"server did not return UID {cursor + 1}")
+                raise MailSourceError(f"server did not return UID {chunk[0]}; retrying")
             disposition = "none" if self.mailbox.disposition.action == "leave" else "pending"
             self.inbox.store_imap(
                 folder_id=self.folder_id,
@@ -206,10 +192,97 @@ class FolderWorker(threading.Thread):
             )
             cursor = highest
             if disposition == "pending":
-                self.dispose(client, [a.uid for a in arrivals if a.uid], uidvalidity, capabilities)
+                stored = [a.uid for a in arrivals if a.uid is not None and a.problem is None]
+                self.dispose(client, stored, uidvalidity, capabilities)
             if highest != chunk[-1]:
                 raise MailSourceError("incomplete FETCH; reconnecting to retry")
         return cursor
+
+    def _chunks(self, client: Any, uids: Sequence[int]) -> Iterator[list[int]]:
+        """Split UIDs into FETCH batches bounded by count and by total size."""
+        step = self.mailbox.fetch_batch
+        careful = [uid for uid in uids if self._careful[0] <= uid <= self._careful[1]]
+        for uid in careful:
+            yield [uid]
+        self._careful = (0, -1)
+        uids = [uid for uid in uids if uid not in set(careful)]
+        for start in range(0, len(uids), step):
+            chunk = list(uids[start : start + step])
+            sizes = client.fetch(chunk, [b"RFC822.SIZE"])
+            batch: list[int] = []
+            total = 0
+            for uid in chunk:
+                size = int(sizes.get(uid, {}).get(b"RFC822.SIZE", 0))
+                if batch and total + size > FETCH_BYTES:
+                    yield batch
+                    batch, total = [], 0
+                batch.append(uid)
+                total += size
+            if batch:
+                yield batch
+
+    def _fetch(self, client: Any, chunk: list[int]) -> tuple[list[Arrival], int]:
+        """FETCH a batch; return what arrived and the highest UID the cursor may move to."""
+        try:
+            response = client.fetch(chunk, [b"BODY.PEEK[]"])
+        except IMAPClientAbortError as exc:
+            # The connection died. Some servers drop it on a message they cannot read:
+            # after the reconnect, go through this stretch one message at a time.
+            if len(chunk) == 1:
+                given_up = self._unfetchable(chunk[0], f"connection lost: {exc}")
+                if given_up[0]:
+                    return given_up
+            self._careful = (chunk[0], chunk[-1])
+            raise
+        except IMAPClientError as exc:
+            if len(chunk) == 1:
+                return self._unfetchable(chunk[0], str(exc))
+            log.warning(
+                "%s: FETCH of %d messages failed (%s); one at a time", self.name, len(chunk), exc
+            )
+            arrivals: list[Arrival] = []
+            highest = chunk[0] - 1
+            for uid in chunk:
+                got, top = self._fetch(client, [uid])
+                if top < uid:
+                    break
+                arrivals += got
+                highest = top
+            return arrivals, highest
+        arrivals = [
+            Arrival(bytes(response[uid][b"BODY[]"]), uid)
+            for uid in chunk
+            if uid in response and response[uid].get(b"BODY[]") is not None
+        ]
+        received = {a.uid for a in arrivals}
+        missing = [uid for uid in chunk if uid not in received]
+        if not missing:
+            return arrivals, chunk[-1]
+        still_there = [u for u in client.search(["UID", _uid_set(missing)]) if u in set(missing)]
+        if not still_there:
+            return arrivals, chunk[-1]  # expunged meanwhile: nothing to keep
+        first = min(still_there)
+        if len(chunk) == 1:
+            return self._unfetchable(first, "the server lists it but returns no body")
+        # the server has a message it did not return: stop before it, retry it alone later
+        log.warning("%s: UID %s not returned by FETCH; retrying", self.name, first)
+        return [a for a in arrivals if a.uid is not None and a.uid < first], first - 1
+
+    def _unfetchable(self, uid: int, why: str) -> tuple[list[Arrival], int]:
+        """A message the server keeps refusing: after a few tries, record it and move on."""
+        self._refusals[uid] = self._refusals.get(uid, 0) + 1
+        if self._refusals[uid] < UNFETCHABLE_AFTER:
+            log.warning("%s: UID %s could not be fetched (%s); will retry", self.name, uid, why)
+            return [], uid - 1
+        log.error(
+            "%s: UID %s refused %d times (%s); quarantined without its bytes",
+            self.name,
+            uid,
+            self._refusals[uid],
+            why,
+        )
+        reason = f"imap: the server refused to return UID {uid} {self._refusals[uid]} times: {why}"
+        return [Arrival(b"", uid, problem=reason[:2000])], uid
 
     def dispose_pending(self, client: Any, uidvalidity: int, capabilities: set[bytes]) -> None:
         """Finish dispositions that a crash or an error interrupted."""

@@ -88,6 +88,7 @@ class Arrival:
 
     raw: bytes
     uid: int | None = None
+    problem: str | None = None  # set when the server would not return the message
 
 
 @dataclass(frozen=True)
@@ -142,6 +143,11 @@ class Inbox:
                     "received_at": now,
                     "state": "new",
                     "attempts": 0,
+                    "source": None,
+                    "mailbox": None,
+                    "envelope_from": None,
+                    "quarantine_reason": None,
+                    "quarantined_at": None,
                 }
             )
         return rows
@@ -177,9 +183,19 @@ class Inbox:
         """
         scope = "" if self.merge_copies else mailbox
         rows = self._rows((a.raw for a in arrivals), scope)
-        for row in rows:
-            row.update(source="imap", mailbox=mailbox)
         now = self.clock.now()
+        for row, arrival in zip(rows, arrivals, strict=True):
+            row.update(source="imap", mailbox=mailbox)
+            if arrival.problem is not None:
+                # kept as a quarantined record so that an admin sees it; one per UID
+                row.update(
+                    dedup_key=dedup_key(
+                        None, "", f"unfetchable:{folder_id}:{uidvalidity}:{arrival.uid}"
+                    ),
+                    state="quarantined",
+                    quarantine_reason=arrival.problem,
+                    quarantined_at=now,
+                )
         with self.db.transaction() as conn:
             moved = conn.execute(
                 update(FOLDERS)

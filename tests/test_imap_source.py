@@ -220,3 +220,21 @@ def test_two_processes_share_a_folder_one_at_a_time(
     dovecot.append_many(account, "INBOX", mails(5, prefix="later"))
     wait_until(done(other.db, 25), what="the other process takes over")
     assert stored(other.db) == 25
+
+
+def test_a_message_the_server_cannot_return_does_not_block_the_rest(
+    dovecot: Dovecot, db_url: str, start_app: AppFactory
+) -> None:
+    from daemon.quarantine import list_quarantined
+
+    account = dovecot.account()
+    uids = dovecot.append_many(account, "INBOX", mails(6, prefix="unreadable"))
+    maildir = dovecot.directory / "mail" / account.username / "Maildir"
+    files = sorted((maildir / "new").iterdir()) + sorted((maildir / "cur").iterdir())
+    assert len(files) == 6
+    files[2].chmod(0)  # Dovecot now drops the connection when asked for this message
+    app = start_app(db_url, [mailbox_for(dovecot, account, PASSWORD_ENV)], account)
+    app.imap.workers[0].backoff.first = app.imap.workers[0].backoff.current = 0.05
+    wait_until(done(app.db, 5), timeout=30, what="the 5 readable messages")
+    [stuck] = wait_until(lambda: list_quarantined(app.db), what="the unreadable one recorded")
+    assert f"UID {uids[2]}" in stuck.reason and "refused" in stuck.reason
