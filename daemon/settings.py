@@ -164,7 +164,6 @@ class Settings(_Strict):
     intake: Intake = Intake()
     runner: Runner = Runner()
     leases: Leases = Leases()
-    own_addresses: list[str] = Field(default_factory=list)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @model_validator(mode="after")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import smtplib
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select, text
@@ -143,3 +145,35 @@ def test_recipient_policy() -> None:
     assert not policy.accepts("x@sub.help.example")
     assert not policy.accepts("@help.example")
     assert not policy.accepts("sales@acme.example")
+
+
+def test_full_disk_answers_451_and_loses_nothing(tmp_path: Path) -> None:
+    from sqlalchemy import event
+
+    from daemon.database import upgrade
+
+    url = f"sqlite:///{tmp_path / 'full.sqlite3'}"
+    upgrade(url)
+    app = listener_app(url, size=1_000_000)
+    try:
+        assert app.listener is not None
+        limit = {"pages": 0}
+
+        @event.listens_for(app.db.engine, "connect")
+        def cap(dbapi_connection: Any, _record: Any) -> None:
+            if limit["pages"]:
+                dbapi_connection.execute(f"PRAGMA max_page_count={limit['pages']}")
+
+        with app.db.reading() as conn:
+            limit["pages"] = int(conn.exec_driver_sql("PRAGMA page_count").scalar_one())
+        app.db.engine.dispose()  # new connections see a disk with no room left
+        big = make_mail(message_id="<full@x>", body="z" * 200_000)
+        _, data = transaction(app.listener.port, [SUPPORT], big)
+        assert data == [451]
+        assert count(app.db) == 0
+        limit["pages"] = 0
+        app.db.engine.dispose()  # room again: the sending server's retry succeeds
+        _, data = transaction(app.listener.port, [SUPPORT], big)
+        assert data == [250] and count(app.db) == 1
+    finally:
+        app.stop()
