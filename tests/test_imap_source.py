@@ -238,3 +238,28 @@ def test_a_message_the_server_cannot_return_does_not_block_the_rest(
     wait_until(done(app.db, 5), timeout=30, what="the 5 readable messages")
     [stuck] = wait_until(lambda: list_quarantined(app.db), what="the unreadable one recorded")
     assert f"UID {uids[2]}" in stuck.reason and "refused" in stuck.reason
+
+
+def test_several_mailboxes_and_folders(
+    dovecot: Dovecot, db_url: str, start_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    support, sales = dovecot.account(), dovecot.account()
+    dovecot.create_folder(support, "Urgent")
+    dovecot.append_many(support, "INBOX", mails(3, prefix="s-inbox"))
+    dovecot.append_many(support, "Urgent", mails(2, prefix="s-urgent"))
+    dovecot.append_many(sales, "INBOX", mails(4, prefix="sales"))
+    monkeypatch.setenv("SALES_PW", sales.password)
+    boxes = [
+        mailbox_for(dovecot, support, PASSWORD_ENV, folders=["INBOX", "Urgent"]),
+        mailbox_for(dovecot, sales, "SALES_PW", name="sales"),
+    ]
+    app = start_app(db_url, boxes, support)
+    assert len(app.imap.workers) == 3
+    wait_until(done(app.db, 9), what="9 messages from 3 folders")
+    with app.db.reading() as conn:
+        per_box = dict(
+            conn.execute(select(Message.mailbox, func.count()).group_by(Message.mailbox)).all()
+        )
+        cursors = {(f.mailbox, f.folder): f.last_uid for f in conn.execute(select(MailFolder))}
+    assert per_box == {"support": 5, "sales": 4}
+    assert set(cursors) == {("support", "INBOX"), ("support", "Urgent"), ("sales", "INBOX")}
