@@ -191,6 +191,7 @@ class FolderWorker(threading.Thread):
                 disposition=disposition,
             )
             cursor = highest
+            self._renew()  # a long first sync must not outlive the lease
             if disposition == "pending":
                 stored = [a.uid for a in arrivals if a.uid is not None and a.problem is None]
                 self.dispose(client, stored, uidvalidity, capabilities)
