@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 
 from daemon.database import Database
 from daemon.demo_mail import variants
-from daemon.tables import Contact, Conversation, Delivery, Message
+from daemon.tables import Contact, Conversation, Delivery, MailFolder, Message
 from tests.helpers import states, wait_until
 from tests.servers.dovecot import Dovecot
 
@@ -33,6 +33,11 @@ def start(config: Path, password: str) -> subprocess.Popen[bytes]:
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
+
+
+def lease_holder(db: Database) -> str | None:
+    with db.reading() as conn:
+        return conn.execute(select(MailFolder.lease_owner)).scalar()
 
 
 @pytest.mark.slow
@@ -71,7 +76,7 @@ def test_sigkill_at_random_moments_loses_and_doubles_nothing(
             timeout=60,
             what="the restarted daemon to make progress",
         )
-        time.sleep(rng.uniform(0.0, 0.6))
+        time.sleep(rng.uniform(0.0, 0.25))
         os.killpg(proc.pid, signal.SIGKILL)  # the main process and its runner processes
         proc.wait()
         progress.append(states(db))
@@ -79,6 +84,8 @@ def test_sigkill_at_random_moments_loses_and_doubles_nothing(
     assert sum(1 for p in progress if 0 < p.get("done", 0) < MESSAGES) >= KILLS // 2, progress
     final = start(config, account.password)
     try:
+        wait_until(lambda: f":{final.pid}:" in (lease_holder(db) or ""), timeout=60,
+                   what="the last daemon to take the folder")
         wait_until(
             lambda: states(db).get("done", 0) + states(db).get("quarantined", 0) == MESSAGES,
             timeout=180,
