@@ -11,16 +11,24 @@ import asyncio
 import logging
 import threading
 from argparse import Namespace
+from collections.abc import Coroutine
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, Self, TypeVar
 
 log = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
+T = TypeVar("T")
 
 
-class EmbeddedImapServer:
-    """pymap's dict backend on 127.0.0.1 (port chosen by the OS), served by a daemon thread."""
+class LoopThreadServer:
+    """A TCP server on 127.0.0.1 served by an asyncio loop in a daemon thread.
+
+    Subclasses implement `_listen(port)` (bind, then set `self.port`) and
+    `_close_listener()` (stop listening and drop open connections).
+    """
+
+    thread_name = "embedded-server"
 
     def __init__(self, start_timeout: float = 10.0) -> None:
         self.host = LOOPBACK
@@ -29,23 +37,19 @@ class EmbeddedImapServer:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._backend: Any = None
-        self._config: Any = None
 
-    def start(self) -> EmbeddedImapServer:
+    def start(self) -> Self:
         """Start serving; returns once the port accepts connections."""
         ready: Future[None] = Future()
         self._thread = threading.Thread(
-            target=self._run, args=(ready,), name="embedded-imap", daemon=True
+            target=self._run, args=(ready,), name=self.thread_name, daemon=True
         )
         self._thread.start()
         ready.result(timeout=self.start_timeout)
         return self
 
     def stop(self) -> None:
-        """Stop serving and join the thread; all mail is gone."""
+        """Stop serving and join the thread."""
         loop, stopping, thread = self._loop, self._stopping, self._thread
         if loop is None or stopping is None or thread is None:
             return
@@ -53,22 +57,32 @@ class EmbeddedImapServer:
             loop.call_soon_threadsafe(stopping.set)
         thread.join(timeout=10)
         if thread.is_alive():
-            log.warning("embedded IMAP thread did not stop within 10 s")
+            log.warning("%s thread did not stop within 10 s", self.thread_name)
         self._loop = self._stopping = self._thread = None
 
-    def restart(self) -> None:
-        """Drop every connection and listen again on the same port; mailboxes are kept."""
-        self.call(self._relisten())
-
-    def add_user(self, username: str, password: str) -> None:
-        """Create a user (usable at once)."""
-        self.call(_add_user(self._backend, self._config, username, password))
-
-    def call(self, coro: Any) -> Any:
+    def call(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run a coroutine on the server's loop and wait for its result."""
         if self._loop is None:
-            raise RuntimeError("the embedded IMAP server is not running")
+            coro.close()
+            raise RuntimeError(f"{self.thread_name} is not running")
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=30)
+
+    def restart(self) -> None:
+        """Drop every connection and listen again on the same port."""
+        self.call(self._relisten())
+
+    async def _setup(self) -> None:
+        """Prepare state on the loop before the first listen."""
+
+    async def _listen(self, port: int) -> None:
+        raise NotImplementedError
+
+    async def _close_listener(self) -> None:
+        raise NotImplementedError
+
+    async def _relisten(self) -> None:
+        await self._close_listener()
+        await self._listen(self.port)
 
     def _run(self, ready: Future[None]) -> None:
         with asyncio.Runner() as runner:
@@ -79,17 +93,37 @@ class EmbeddedImapServer:
                 if not ready.done():
                     ready.set_exception(exc)
                 else:
-                    log.exception("embedded IMAP server failed")
+                    log.exception("%s failed", self.thread_name)
 
     async def _serve(self, ready: Future[None]) -> None:
         self._stopping = asyncio.Event()
-        self._backend, self._config = _build_backend()
+        await self._setup()
         await self._listen(0)
         ready.set_result(None)
         try:
             await self._stopping.wait()
         finally:
             await self._close_listener()
+
+
+class EmbeddedImapServer(LoopThreadServer):
+    """pymap's dict backend on 127.0.0.1 (port chosen by the OS)."""
+
+    thread_name = "embedded-imap"
+
+    def __init__(self, start_timeout: float = 10.0) -> None:
+        super().__init__(start_timeout)
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._backend: Any = None
+        self._config: Any = None
+
+    def add_user(self, username: str, password: str) -> None:
+        """Create a user (usable at once)."""
+        self.call(_add_user(self._backend, self._config, username, password))
+
+    async def _setup(self) -> None:
+        self._backend, self._config = _build_backend()
 
     async def _listen(self, port: int) -> None:
         from proxyprotocol.reader import ProxyProtocolReader
@@ -118,10 +152,6 @@ class EmbeddedImapServer:
             writer.transport.abort()
         if server is not None:
             await server.wait_closed()
-
-    async def _relisten(self) -> None:
-        await self._close_listener()
-        await self._listen(self.port)
 
 
 def _build_backend() -> tuple[Any, Any]:

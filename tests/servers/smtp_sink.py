@@ -6,11 +6,11 @@ import asyncio
 import logging
 import threading
 import weakref
-from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal
+
+from daemon.embedded import LoopThreadServer
 
 from .net import LOOPBACK
 
@@ -80,25 +80,20 @@ class _Handler:
         return "451 4.3.0 Internal error in the test sink"
 
 
-class SmtpSink:
+class SmtpSink(LoopThreadServer):
     """Accepts any mail on 127.0.0.1; keeps (from, recipients, bytes) of every message."""
 
+    thread_name = "smtp-sink"
+
     def __init__(self, *, hostname: str = "sink.test", start_timeout: float = 10.0) -> None:
-        self.host = LOOPBACK
-        self.port = 0
+        super().__init__(start_timeout)
         self.hostname = hostname
-        self.start_timeout = start_timeout
         self._cond = threading.Condition()
         self._messages: list[ReceivedMessage] = []
         self._refused: list[ReceivedMessage] = []
         self._failures: list[_Failure] = []
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._stopping: asyncio.Event | None = None
         self._server: asyncio.Server | None = None
         self._sessions: weakref.WeakSet[Any] = weakref.WeakSet()
-
-    # -- life cycle ------------------------------------------------------------------
 
     def __enter__(self) -> SmtpSink:
         return self.start()
@@ -111,61 +106,18 @@ class SmtpSink:
     ) -> None:
         self.stop()
 
-    def start(self) -> SmtpSink:
-        """Start the loop thread; returns once the port is bound."""
-        ready: Future[None] = Future()
-        self._thread = threading.Thread(
-            target=self._run, args=(ready,), name="smtp-sink", daemon=True
-        )
-        self._thread.start()
-        ready.result(timeout=self.start_timeout)
-        logger.debug("SMTP sink listening on %s:%d", self.host, self.port)
-        return self
-
-    def stop(self) -> None:
-        """Close every connection, stop the loop and join the thread."""
-        loop, stopping, thread = self._loop, self._stopping, self._thread
-        if loop is None or stopping is None or thread is None:
-            return
-        if not loop.is_closed():
-            loop.call_soon_threadsafe(stopping.set)
-        thread.join(timeout=10)
-        if thread.is_alive():
-            logger.warning("SMTP sink thread did not stop within 10 s")
-        self._loop = self._stopping = self._thread = None
-
     def down(self) -> None:
         """Stop listening and drop open connections, as a dead relay would."""
-        self._call(self._close_listener)
+        self.call(self._close_listener())
 
     def up(self) -> None:
         """Listen again on the same port after down()."""
-        self._call(lambda: self._listen(self.port))
+        self.call(self._listen(self.port))
 
     @property
     def is_up(self) -> bool:
         """True while the sink accepts connections."""
         return self._server is not None
-
-    def _run(self, ready: Future[None]) -> None:
-        with asyncio.Runner() as runner:
-            self._loop = runner.get_loop()
-            try:
-                runner.run(self._serve(ready))
-            except BaseException as exc:
-                if not ready.done():
-                    ready.set_exception(exc)
-                else:
-                    logger.exception("SMTP sink thread failed")
-
-    async def _serve(self, ready: Future[None]) -> None:
-        self._stopping = asyncio.Event()
-        await self._listen(0)
-        ready.set_result(None)
-        try:
-            await self._stopping.wait()
-        finally:
-            await self._close_listener()
 
     async def _listen(self, port: int) -> None:
         from aiosmtpd.smtp import SMTP
@@ -193,15 +145,6 @@ class SmtpSink:
             if transport is not None:
                 transport.abort()
         await server.wait_closed()
-
-    def _call(self, make: Callable[[], Any]) -> None:
-        if self._loop is None:
-            raise RuntimeError("the SMTP sink is not running")
-
-        async def run() -> None:
-            await make()
-
-        asyncio.run_coroutine_threadsafe(run(), self._loop).result(timeout=10)
 
     # -- scripted failures -----------------------------------------------------------
 
