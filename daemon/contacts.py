@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from sqlalchemy import Connection, Table, bindparam, func, select, update
 
+from .database import earlier, later
 from .inbox import MESSAGES, insert_ignoring
 from .pipeline import Work, register
 from .tables import Contact, Conversation, Participant
@@ -73,16 +74,14 @@ class ContactStep:
         joined: dict[int, int] = {}
         for _conv, contact in new_pairs:
             joined[contact] = joined.get(contact, 0) + 1
-        later = func.max if conn.dialect.name == "sqlite" else func.greatest
-        earlier = func.min if conn.dialect.name == "sqlite" else func.least
         conn.execute(
             update(CONTACTS)
             .where(CONTACTS.c.id == bindparam("k_id"))
             .values(
                 message_count=CONTACTS.c.message_count + bindparam("k_messages"),
                 conversation_count=CONTACTS.c.conversation_count + bindparam("k_joined"),
-                last_seen_at=later(CONTACTS.c.last_seen_at, bindparam("k_last")),
-                first_seen_at=earlier(CONTACTS.c.first_seen_at, bindparam("k_first")),
+                last_seen_at=later(conn, CONTACTS.c.last_seen_at, bindparam("k_last")),
+                first_seen_at=earlier(conn, CONTACTS.c.first_seen_at, bindparam("k_first")),
                 name=func.coalesce(bindparam("k_name"), CONTACTS.c.name),
             ),
             [

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, inspect
+from sqlalchemy import Connection, Engine, create_engine, event, func, inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
@@ -124,6 +124,16 @@ class Database:
                 f"database schema is at {current or 'nothing'}, this release needs {head}: "
                 "run `mailcare db upgrade`"
             )
+
+
+def later(conn: Connection, *values: Any) -> Any:
+    """SQL for the latest of values (scalar MAX on SQLite, GREATEST elsewhere)."""
+    return (func.max if conn.dialect.name == "sqlite" else func.greatest)(*values)
+
+
+def earlier(conn: Connection, *values: Any) -> Any:
+    """SQL for the earliest of values (scalar MIN on SQLite, LEAST elsewhere)."""
+    return (func.min if conn.dialect.name == "sqlite" else func.least)(*values)
 
 
 def _short(exc: BaseException) -> str:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from sqlalchemy import Connection, Table, bindparam, func, select, text, update
+from sqlalchemy import Connection, Table, bindparam, select, text, update
 
+from .database import later
 from .inbox import MESSAGES, insert_ignoring
 from .pipeline import Work, register
 from .rules import ConversationRules
@@ -118,13 +119,12 @@ class ThreadStep:
                     for scope, ref, conv in new_refs
                 ],
             )
-        later = func.max if conn.dialect.name == "sqlite" else func.greatest
         conn.execute(
             update(CONVERSATIONS)
             .where(CONVERSATIONS.c.id == bindparam("c_id"))
             .values(
                 message_count=CONVERSATIONS.c.message_count + bindparam("c_count"),
-                last_message_at=later(CONVERSATIONS.c.last_message_at, bindparam("c_last")),
+                last_message_at=later(conn, CONVERSATIONS.c.last_message_at, bindparam("c_last")),
             ),
             [
                 {
