@@ -50,6 +50,19 @@ def fetch_ceiling(server: Dovecot, account, batch: int = 500) -> float:
     return elapsed
 
 
+def session_cpu_seconds(session: int) -> float:
+    """User+system CPU seconds of the live processes in a session (Linux /proc)."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == session:  # field 6 of stat: the session id
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def counts(engine) -> tuple[int, int]:
     with engine.connect() as conn:
         stored = conn.execute(select(func.count()).select_from(Message)).scalar_one()
@@ -68,6 +81,7 @@ def main() -> int:
     parser.add_argument("--corpus", type=Path, help="a directory of .eml files instead")
     parser.add_argument("--database", help="SQLAlchemy URL (default: a fresh SQLite file)")
     parser.add_argument("--timeout", type=float, default=600)
+    parser.add_argument("--processes", type=int, help="runner processes (default: mailcare's)")
     args = parser.parse_args()
 
     raws = from_corpus(args.corpus) if args.corpus else variants(args.n)
@@ -92,6 +106,7 @@ def main() -> int:
                 {
                     "database_url": url,
                     "log_level": "WARNING",
+                    **({"runner": {"processes": args.processes}} if args.processes else {}),
                     "mailboxes": [
                         {
                             "name": "bench",
@@ -112,6 +127,7 @@ def main() -> int:
             [sys.executable, "-m", "daemon.cli", "--config", str(config), "run"],
             cwd=ROOT,
             env=env,
+            start_new_session=True,
         )
         stored_at = None
         try:
@@ -127,6 +143,7 @@ def main() -> int:
             else:
                 raise SystemExit("timed out")
             total_s = time.perf_counter() - started
+            cpu_s = session_cpu_seconds(proc.pid)
         finally:
             proc.terminate()
             proc.wait(30)
@@ -143,6 +160,7 @@ def main() -> int:
                 "database": url.split(":", 1)[0],
                 "mailcare_msgs_per_s": round(n / total_s, 1),
                 "mailcare_seconds": round(total_s, 3),
+                "mailcare_cpu_seconds": round(cpu_s, 2),
                 "stored_msgs_per_s": round(n / stored_at, 1) if stored_at else None,
                 "ceiling_fetch_msgs_per_s": round(n / ceiling_s, 1),
                 "ratio_to_ceiling": round(ceiling_s / total_s, 3),

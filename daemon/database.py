@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 # checked at start without importing Alembic, which costs a fifth of a second.
 SCHEMA_REVISION = "0001"
 READ_ONLY = "mailcare_read_only"
+DURABLE = "mailcare_durable"
 
 
 def normalize_url(url: str) -> str:
@@ -39,18 +41,22 @@ def _sqlite_setup(engine: Engine) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
+        options = conn.get_execution_options()
         # readers take a snapshot without the write lock; writers take it up front
-        if conn.get_execution_options().get(READ_ONLY):
+        if options.get(READ_ONLY):
             conn.exec_driver_sql("BEGIN")
-        else:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            return
+        # FULL syncs the log at every commit (survives a power cut); NORMAL only at
+        # checkpoints (survives a crash of the process, not of the machine)
+        level = "FULL" if options.get(DURABLE, True) else "NORMAL"
+        conn.exec_driver_sql(f"PRAGMA synchronous={level}")
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def make_engine(url: str) -> Engine:
@@ -72,6 +78,9 @@ class Database:
     def __init__(self, url: str, engine: Engine | None = None) -> None:
         self.url = normalize_url(url)
         self.engine = engine or make_engine(self.url)
+        # SQLite has one writer at a time; threads of this process queue here instead of
+        # in SQLite's busy handler, which sleeps in steps of up to 100 ms.
+        self._writer = threading.Lock() if self.is_sqlite else None
 
     @property
     def is_postgresql(self) -> bool:
@@ -82,13 +91,20 @@ class Database:
         return self.engine.dialect.name == "sqlite"
 
     @contextmanager
-    def transaction(self) -> Iterator[Connection]:
-        """One atomic unit of work; database errors surface as StorageError."""
-        try:
-            with self.engine.begin() as conn:
-                yield conn
-        except SQLAlchemyError as exc:
-            raise StorageError(f"database error: {_short(exc)}") from exc
+    def transaction(self, durable: bool = True) -> Iterator[Connection]:
+        """One atomic unit of work; database errors surface as StorageError.
+
+        durable=False is for work that may be redone after a power cut (it is still
+        atomic and survives a crash of the process): SQLite then skips the sync.
+        """
+        with self._writer or nullcontext():
+            try:
+                with self.engine.connect() as conn:
+                    conn = conn.execution_options(**{DURABLE: durable})
+                    with conn.begin():
+                        yield conn
+            except SQLAlchemyError as exc:
+                raise StorageError(f"database error: {_short(exc)}") from exc
 
     @contextmanager
     def reading(self) -> Iterator[Connection]:

@@ -123,7 +123,7 @@ class FolderLedger:
 
     def renew(self, folder_id: int) -> bool:
         """Extend the lease; False when another process has taken it."""
-        with self.db.transaction() as conn:
+        with self.db.transaction(durable=False) as conn:
             done = conn.execute(
                 update(FOLDERS)
                 .where(FOLDERS.c.id == folder_id, FOLDERS.c.lease_owner == self.owner)
@@ -172,7 +172,7 @@ class FolderLedger:
 
     def record_success(self, folder_id: int, messages: int | None, uidnext: int | None) -> None:
         """Note a completed sync and what the server reported."""
-        with self.db.transaction() as conn:
+        with self.db.transaction(durable=False) as conn:
             conn.execute(
                 update(FOLDERS)
                 .where(FOLDERS.c.id == folder_id)

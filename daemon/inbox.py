@@ -184,6 +184,9 @@ class Inbox:
         scope = "" if self.merge_copies else mailbox
         rows = self._rows((a.raw for a in arrivals), scope)
         now = self.clock.now()
+        # the server keeps its copy, and cursor and messages roll back together, so only
+        # a disposition (which changes the server) needs the commit synced first
+        durable = disposition != "none"
         for row, arrival in zip(rows, arrivals, strict=True):
             row.update(source="imap", mailbox=mailbox)
             if arrival.problem is not None:
@@ -196,7 +199,7 @@ class Inbox:
                     quarantine_reason=arrival.problem,
                     quarantined_at=now,
                 )
-        with self.db.transaction() as conn:
+        with self.db.transaction(durable=durable) as conn:
             moved = conn.execute(
                 update(FOLDERS)
                 .where(

@@ -137,7 +137,7 @@ class Runner(_Strict):
     steps: list[str] = Field(default_factory=lambda: ["parse", "thread", "contact"])
     max_attempts: int = Field(default=3, ge=1)
     claim_ttl: float = Field(default=60.0, gt=0)
-    idle_wait: float = Field(default=1.0, gt=0)
+    idle_wait: float = Field(default=0.2, gt=0)
 
 
 class Leases(_Strict):
