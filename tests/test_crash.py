@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -84,8 +85,11 @@ def test_sigkill_at_random_moments_loses_and_doubles_nothing(
     assert sum(1 for p in progress if 0 < p.get("done", 0) < MESSAGES) >= KILLS // 2, progress
     final = start(config, account.password)
     try:
-        wait_until(lambda: f":{final.pid}:" in (lease_holder(db) or ""), timeout=60,
-                   what="the last daemon to take the folder")
+        wait_until(
+            lambda: f":{final.pid}:" in (lease_holder(db) or ""),
+            timeout=60,
+            what="the last daemon to take the folder",
+        )
         wait_until(
             lambda: states(db).get("done", 0) + states(db).get("quarantined", 0) == MESSAGES,
             timeout=180,
@@ -107,4 +111,51 @@ def test_sigkill_at_random_moments_loses_and_doubles_nothing(
     assert total == distinct == uids == MESSAGES  # 0 duplicates, every UID seen once
     assert threaded == by_contact == MESSAGES  # no count doubled by a re-run batch
     assert unthreaded == 0
+    db.dispose()
+
+
+@pytest.mark.slow
+def test_two_daemons_on_postgresql_share_a_folder(
+    dovecot: Dovecot, pg_databases: Any, tmp_path: Path
+) -> None:
+    from daemon.database import upgrade
+
+    url = pg_databases.create_from("schema", upgrade)
+    account = dovecot.account()
+    dovecot.append_many(account, "INBOX", variants(1000))
+    config = tmp_path / "mailcare.yaml"
+    config.write_text(
+        f"database_url: {url}\n"
+        "log_level: WARNING\n"
+        "runner: {batch_size: 50, processes: 1}\n"
+        "leases: {ttl: 3, retry: 0.2}\n"
+        "mailboxes:\n"
+        f"  - {{name: support, host: 127.0.0.1, port: {dovecot.imap_port}, tls: none,\n"
+        f"     username: {account.username}, password: {{env: CRASH_TEST_PW}},\n"
+        "     fetch_batch: 50, poll_interval: 0.5}\n"
+    )
+    db = Database(url)
+    first, second = start(config, account.password), start(config, account.password)
+    try:
+        holder = wait_until(lambda: lease_holder(db), what="one daemon to take the folder")
+        owner, other = (first, second) if f":{first.pid}:" in holder else (second, first)
+        wait_until(lambda: states(db).get("done", 0) >= 100, what="work under way")
+        os.killpg(owner.pid, signal.SIGKILL)  # the folder's holder dies mid-sync ...
+        owner.wait()
+        # ... and the other daemon, on the same host, takes the folder over and finishes
+        wait_until(
+            lambda: f":{other.pid}:" in (lease_holder(db) or ""), timeout=30, what="the takeover"
+        )
+        wait_until(lambda: states(db) == {"done": 1000}, timeout=120, what="all processed")
+        dovecot.lmtp_deliver(account, variants(1001)[-1])
+        wait_until(lambda: states(db) == {"done": 1001}, what="new mail after the takeover")
+    finally:
+        for proc in (first, second):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(30)
+    with db.reading() as conn:
+        total = conn.execute(select(func.count()).select_from(Message)).scalar_one()
+        distinct = conn.execute(select(func.count(func.distinct(Message.message_id)))).scalar_one()
+    assert total == distinct == 1001
     db.dispose()
