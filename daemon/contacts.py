@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from sqlalchemy import Connection, Table, bindparam, func, select, update
 
 from .database import earlier, later
-from .inbox import MESSAGES, insert_ignoring
+from .inbox import insert_ignoring
 from .pipeline import Work, register
 from .tables import Contact, Conversation, Participant
 
@@ -115,14 +115,9 @@ class ContactStep:
                 .values(contact_id=bindparam("v_contact")),
                 [{"v_id": conv, "v_contact": contact} for conv, contact in firsts.items()],
             )
-        conn.execute(
-            update(MESSAGES)
-            .where(MESSAGES.c.id == bindparam("m_id"))
-            .values(contact_id=bindparam("m_contact")),
-            [{"m_id": i.pk, "m_contact": ids[i.facts["contact_address"]]} for i in mine],
-        )
         for item in mine:
-            item.facts["contact_id"] = ids[item.facts["contact_address"]]
+            contact = ids[item.facts["contact_address"]]
+            item.facts["contact_id"] = item.record["contact_id"] = contact
 
     def _ids(self, conn: Connection, addresses: list[str]) -> dict[str, int]:
         found: dict[str, int] = {}

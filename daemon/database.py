@@ -102,6 +102,8 @@ class Database:
                 with self.engine.connect() as conn:
                     conn = conn.execution_options(**{DURABLE: durable})
                     with conn.begin():
+                        if not durable and self.is_postgresql:
+                            conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
                         yield conn
             except SQLAlchemyError as exc:
                 raise StorageError(f"database error: {_short(exc)}") from exc

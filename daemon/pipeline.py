@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table, bindparam, update
+from sqlalchemy import Connection, Table
 
 from .errors import ConfigError
-from .inbox import MESSAGES, insert_ignoring
+from .inbox import insert_ignoring
 from .interfaces import Step
 from .message import ParsedMessage, parse_message
 from .tables import Attachment
@@ -34,6 +34,9 @@ class Work:
     attempts: int
     parsed: ParsedMessage | None = None
     facts: dict[str, Any] = field(default_factory=dict)
+    # columns of the message row that steps decided; the runner writes them once, with
+    # the message's final state, so each row is updated a single time per batch
+    record: dict[str, Any] = field(default_factory=dict)
 
     def message(self) -> ParsedMessage:
         """The parsed message; steps after `parse` may rely on it."""
@@ -87,25 +90,22 @@ class ParseStep:
         item.parsed = parse_message(item.raw)
 
     def apply(self, items: Sequence[Work], conn: Connection) -> None:
-        rows: list[dict[str, object]] = []
         attachments: list[dict[str, object]] = []
         for item in items:
             parsed = item.message()
             sender = parsed.sender
-            row = {
-                "pk": item.pk,
-                "subject": parsed.subject,
-                "from_addr": sender.addr[:320] if sender else None,
-                "from_name": sender.name[:300] if sender and sender.name else None,
-                "sent_at": parsed.date,
-                "language": parsed.language,
-                "body_text": parsed.text[:MAX_TEXT],
-                "body_from_html": parsed.text_from_html,
-                "in_reply_to": " ".join(parsed.in_reply_to) or None,
-                "references": " ".join(parsed.references) or None,
-                "defects": "\n".join(parsed.defects) or None,
-            }
-            rows.append({f"p_{key}": value for key, value in row.items()})
+            item.record.update(
+                subject=parsed.subject,
+                from_addr=sender.addr[:320] if sender else None,
+                from_name=sender.name[:300] if sender and sender.name else None,
+                sent_at=parsed.date,
+                language=parsed.language,
+                body_text=parsed.text[:MAX_TEXT],
+                body_from_html=parsed.text_from_html,
+                in_reply_to=" ".join(parsed.in_reply_to) or None,
+                references=" ".join(parsed.references) or None,
+                defects="\n".join(parsed.defects) or None,
+            )
             attachments.extend(
                 {
                     "message_pk": item.pk,
@@ -118,32 +118,7 @@ class ParseStep:
                 }
                 for position, att in enumerate(parsed.attachments)
             )
-        if rows:
-            conn.execute(_RECORD_PARSED, rows)
         if attachments:
             conn.execute(
                 insert_ignoring(conn, ATTACHMENTS, ["message_pk", "position"]), attachments
             )
-
-
-_RECORD_PARSED = (
-    update(MESSAGES)
-    .where(MESSAGES.c.id == bindparam("p_pk"))
-    .values(
-        {
-            name: bindparam(f"p_{name}")
-            for name in (
-                "subject",
-                "from_addr",
-                "from_name",
-                "sent_at",
-                "language",
-                "body_text",
-                "body_from_html",
-                "in_reply_to",
-                "references",
-                "defects",
-            )
-        }
-    )
-)

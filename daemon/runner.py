@@ -7,8 +7,9 @@ import threading
 import traceback
 from collections.abc import Sequence
 from datetime import timedelta
+from typing import Any
 
-from sqlalchemy import Connection, and_, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from .database import Database
@@ -167,25 +168,28 @@ class Runner:
         retry: list[int] = []
         # a batch lost to a power cut is claimed and processed again: no sync needed
         with self.db.transaction(durable=False) as conn:
-            done: list[int] = []
+            done: list[Work] = []
             for item in items if isolate else ():
                 outcome = self._apply_isolated(conn, item)
                 if outcome is None:
-                    done.append(item.pk)
+                    done.append(item)
                 elif outcome.startswith("storage:"):
                     retry.append(item.pk)
                 else:
                     failed[item.pk] = outcome
             if not isolate and items:
+                for item in items:
+                    item.record.clear()
                 for step in self.steps:
                     try:
                         step.apply(items, conn)
                     except Exception as exc:
                         raise _StepFailed from exc
-                done = [item.pk for item in items]
+                done = list(items)
             self._finish(conn, done, failed, retry)
 
     def _apply_isolated(self, conn: Connection, item: Work) -> str | None:
+        item.record.clear()
         savepoint = conn.begin_nested()
         for step in self.steps:
             try:
@@ -205,19 +209,32 @@ class Runner:
         return None
 
     def _finish(
-        self, conn: Connection, done: list[int], failed: dict[int, str], retry: list[int]
+        self, conn: Connection, done: list[Work], failed: dict[int, str], retry: list[int]
     ) -> None:
         now = self.clock.now()
         mine = MESSAGES.c.claimed_by == self.owner
-        if done:
-            changed = conn.execute(
+        # one UPDATE per message row: what the steps recorded, and the final state
+        shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for item in done:
+            row = {f"r_{key}": value for key, value in item.record.items()}
+            shapes.setdefault(tuple(sorted(item.record)), []).append({"r_pk": item.pk, **row})
+        changed = 0
+        for columns, rows in shapes.items():
+            statement = (
                 update(MESSAGES)
-                .where(MESSAGES.c.id.in_(done), mine, MESSAGES.c.state == "processing")
-                .values(state="done", processed_at=now, claimed_by=None, claim_until=None)
-            ).rowcount
-            if changed != len(done):
-                # another runner reclaimed part of this batch: undo everything, it redoes them
-                raise StorageError("claim lost during processing; batch rolled back")
+                .where(MESSAGES.c.id == bindparam("r_pk"), mine, MESSAGES.c.state == "processing")
+                .values(
+                    state="done",
+                    processed_at=now,
+                    claimed_by=None,
+                    claim_until=None,
+                    **{column: bindparam(f"r_{column}") for column in columns},
+                )
+            )
+            changed += conn.execute(statement, rows).rowcount
+        if changed != len(done):
+            # another runner reclaimed part of this batch: undo everything, it redoes them
+            raise StorageError("claim lost during processing; batch rolled back")
         for pk, reason in failed.items():
             conn.execute(
                 update(MESSAGES)

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from sqlalchemy import Connection, Table, bindparam, select, text, update
 
 from .database import later
-from .inbox import MESSAGES, insert_ignoring
+from .inbox import insert_ignoring
 from .pipeline import Work, register
 from .rules import ConversationRules
 from .tables import Conversation, ConversationRef
@@ -135,17 +135,10 @@ class ThreadStep:
                 for conv, group in touched.items()
             ],
         )
-        assignments = []
         for conv, group in touched.items():
+            final = real.get(conv, conv)
             for item in group:
-                item.facts["conversation_id"] = real.get(conv, conv)
-                assignments.append({"m_id": item.pk, "m_conv": real.get(conv, conv)})
-        conn.execute(
-            update(MESSAGES)
-            .where(MESSAGES.c.id == bindparam("m_id"))
-            .values(conversation_id=bindparam("m_conv")),
-            assignments,
-        )
+                item.facts["conversation_id"] = item.record["conversation_id"] = final
 
     def _scope(self, item: Work) -> str:
         return "" if self.rules.merge_copies else (item.mailbox or "")
