@@ -3,7 +3,10 @@
 Prints one JSON line: mailcare's rate (stored and threaded) and, measured in the same run
 on the same messages, the raw imapclient FETCH rate (the ceiling).
 
-    python bench/intake.py [-n 5000] [--corpus DIR] [--database URL]
+    python bench/intake.py [-n 5000] [--corpus DIR] [--postgres SERVER_URL] [--processes N]
+
+With --postgres (e.g. postgresql://postgres@127.0.0.1:5432/postgres) the run uses a new
+database on that server, dropped afterwards; otherwise a new SQLite file.
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import create_engine, func, select, text  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
 
-from daemon.database import upgrade  # noqa: E402
+from daemon.database import normalize_url, upgrade  # noqa: E402
 from daemon.demo_mail import variants  # noqa: E402
 from daemon.tables import Message  # noqa: E402
 from tests.servers.dovecot import Dovecot  # noqa: E402
@@ -79,19 +83,21 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=5000)
     parser.add_argument("--corpus", type=Path, help="a directory of .eml files instead")
-    parser.add_argument("--database", help="SQLAlchemy URL (default: a fresh SQLite file)")
+    parser.add_argument("--postgres", help="a PostgreSQL server URL to create the database on")
     parser.add_argument("--timeout", type=float, default=600)
     parser.add_argument("--processes", type=int, help="runner processes (default: mailcare's)")
     args = parser.parse_args()
 
     raws = from_corpus(args.corpus) if args.corpus else variants(args.n)
     work = Path(tempfile.mkdtemp(prefix="mailcare-bench-"))
-    url = args.database or f"sqlite:///{work / 'bench.sqlite3'}"
-    if args.database and url.startswith("postgresql"):
-        engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
-        with engine.begin() as conn:
-            conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
-        engine.dispose()
+    url = f"sqlite:///{work / 'bench.sqlite3'}"
+    admin = None
+    if args.postgres:
+        admin = create_engine(normalize_url(args.postgres), isolation_level="AUTOCOMMIT")
+        name = f"mailcare_bench_{os.getpid()}"
+        with admin.connect() as conn:
+            conn.execute(text(f"CREATE DATABASE {name}"))
+        url = make_url(normalize_url(args.postgres)).set(database=name).render_as_string(False)
     upgrade(url)
     server = Dovecot(pool_size=2).start()
     try:
@@ -121,7 +127,7 @@ def main() -> int:
             )
         )
         env = dict(os.environ, BENCH_IMAP_PASSWORD=account.password)
-        engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+        engine = create_engine(normalize_url(url))
         started = time.perf_counter()
         proc = subprocess.Popen(
             [sys.executable, "-m", "daemon.cli", "--config", str(config), "run"],
@@ -150,6 +156,10 @@ def main() -> int:
         engine.dispose()
     finally:
         server.stop()
+        if admin is not None:
+            with admin.connect() as conn:
+                conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            admin.dispose()
     n = len(raws)
     print(
         json.dumps(

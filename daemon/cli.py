@@ -217,7 +217,25 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(Path(args.workdir) if args.workdir else None, keep=args.keep)
 
 
-def build_parser() -> argparse.ArgumentParser:
+# the classifier commands import scikit-learn, so they are loaded only when asked for
+CLASSIFIER_COMMANDS = {
+    "train": "train a department/urgency classifier from labelled CSV",
+    "evaluate": "evaluate a classifier on labelled CSV",
+    "classify": "classify one message (FILE.eml or stdin)",
+}
+
+
+def _command_of(argv: Sequence[str]) -> str | None:
+    words = iter(argv)
+    for word in words:
+        if word == "--config":
+            next(words, None)
+        elif not word.startswith("-"):
+            return word
+    return None
+
+
+def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mailcare", description=__doc__)
     parser.add_argument(
         "--config", help="settings file (default: $MAILCARE_CONFIG or ./mailcare.yaml)"
@@ -266,13 +284,22 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--workdir", help="keep the demo's files here")
     demo.add_argument("--keep", action="store_true", help="do not delete the work directory")
     demo.set_defaults(func=cmd_demo)
+
+    if _command_of(argv) in CLASSIFIER_COMMANDS:
+        from classifiers.cli import register
+
+        register(sub)
+    else:
+        for name, text in CLASSIFIER_COMMANDS.items():
+            sub.add_parser(name, help=text)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `mailcare` console command."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(words)
+    args = parser.parse_args(words)
     try:
         return int(args.func(args))
     except MailcareError as exc:

@@ -170,3 +170,26 @@ def test_demo_runs_from_a_clean_environment(tmp_path: Path) -> None:
     assert "stored and processed 31 distinct messages" in out
     assert "Conversations (27)" in out  # 4 follow-ups joined their threads, 1 copy merged
     assert "开票信息.csv (text/csv" in out
+
+
+def test_classifier_commands_run_through_mailcare(tmp_path: Path) -> None:
+    eml = tmp_path / "m.eml"
+    eml.write_bytes(
+        make_mail(
+            subject="Charged twice for invoice 4711",
+            body="My card was charged twice for the same invoice. Refund?",
+        )
+    )
+    result = mailcare("classify", str(eml), "--json")
+    verdict = json.loads(result.stdout)
+    assert verdict["department"] == "billing"
+    # other commands (run above all) do not pay for importing scikit-learn
+    imports = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "daemon.cli", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stderr
+    assert "sklearn" not in imports and "classify" in mailcare("--help").stdout

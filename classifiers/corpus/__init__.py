@@ -1,0 +1,1 @@
+"""Synthetic bilingual labelled corpus for the default model, and its generator."""
