@@ -58,14 +58,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     parent = os.getppid()
-    children = [_spawn_runner(args) for _ in range(settings.runner.processes - 1)] if intake else []
-    app.start()
+    # with several runner processes, this one only takes mail in; they process it
+    extra = settings.runner.processes if settings.runner.processes > 1 else 0
+    children = [_spawn_runner(args) for _ in range(extra)] if intake else []
+    app.start(runner=not children)
     log.info(
         "mailcare running as %s: %d folder(s), listener %s, %d runner process(es)",
         app.owner,
         len(app.imap.workers),
         "on" if app.listener else "off",
-        len(children) + 1,
+        len(children) or 1,
     )
     while not stop.wait(0.5):
         if not intake and os.getppid() != parent:

@@ -133,9 +133,10 @@ class Runner(_Strict):
     """How the runner claims and processes stored messages."""
 
     batch_size: int = Field(default=200, ge=1, le=5000)
-    # extra runner processes pay off with PostgreSQL and spare cores; on SQLite one
-    # process (intake and runner threads) is faster, as all writers share one lock
-    processes: int = Field(default=1, ge=1, le=64)
+    # 1: the runner is a thread of the main process. More: the main process only takes
+    # mail in and that many runner processes work in parallel (bench/intake.py measured
+    # two to be fastest on two cores)
+    processes: int = Field(default_factory=lambda: min(os.cpu_count() or 1, 2), ge=1, le=64)
     steps: list[str] = Field(default_factory=lambda: ["parse", "thread", "contact"])
     max_attempts: int = Field(default=3, ge=1)
     claim_ttl: float = Field(default=60.0, gt=0)
