@@ -232,10 +232,7 @@ class Inbox:
                     insert_ignoring(conn, DELIVERIES, ["folder_id", "uidvalidity", "uid"]),
                     deliveries,
                 )
-        stored = len(pks) - before
-        if stored:
-            self._notify()
-        return StoreOutcome(stored, len(rows) - stored, tuple(pks[r["dedup_key"]] for r in rows))
+        return self._outcome(rows, pks, before)
 
     def _count_existing(self, conn: Connection, rows: list[dict[str, Any]]) -> int:
         keys = list({row["dedup_key"] for row in rows})
@@ -257,37 +254,39 @@ class Inbox:
         mailboxes: Sequence[str] | None = None,
     ) -> StoreOutcome:
         """Store one message handed over by a mail server (LMTP/SMTP) for its recipients."""
-        mailboxes = list(mailboxes or recipients)
+        boxes = list(mailboxes or recipients)
         now = self.clock.now()
-        scopes = [""] if self.merge_copies else list(dict.fromkeys(mailboxes))
-        rows = []
-        for scope in scopes:
-            row = self._rows([raw], scope)[0]
-            row.update(
-                source=channel,
-                mailbox=scope or mailboxes[0],
-                envelope_from=envelope_from,
-            )
-            rows.append(row)
+        # one row for all recipients, or one per mailbox when copies are kept apart
+        scope_of = {box: "" if self.merge_copies else box for box in boxes}
+        rows: dict[str, dict[str, Any]] = {}
+        for box, scope in scope_of.items():
+            if scope not in rows:
+                row = self._rows([raw], scope)[0]
+                row.update(source=channel, mailbox=box, envelope_from=envelope_from)
+                rows[scope] = row
         with self.db.transaction() as conn:
-            before = self._count_existing(conn, rows)
-            pks = self._insert_messages(conn, rows)
+            before = self._count_existing(conn, list(rows.values()))
+            pks = self._insert_messages(conn, list(rows.values()))
             conn.execute(
                 DELIVERIES.insert(),
                 [
                     {
-                        "message_pk": pks[
-                            rows[0 if self.merge_copies else scopes.index(box)]["dedup_key"]
-                        ],
+                        "message_pk": pks[rows[scope_of[box]]["dedup_key"]],
                         "channel": channel,
                         "mailbox": box,
                         "recipient": rcpt,
                         "delivered_at": now,
                         "disposition": "none",
                     }
-                    for rcpt, box in zip(recipients, mailboxes, strict=True)
+                    for rcpt, box in zip(recipients, boxes, strict=True)
                 ],
             )
+        return self._outcome(list(rows.values()), pks, before)
+
+    def _outcome(
+        self, rows: list[dict[str, Any]], pks: dict[str, int], before: int
+    ) -> StoreOutcome:
+        """Tell the listeners about new messages and say what was stored."""
         stored = len(pks) - before
         if stored:
             self._notify()
