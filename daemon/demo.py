@@ -120,7 +120,10 @@ def run_demo(workdir: Path | None = None, keep: bool = False) -> int:
                 username="support",
                 password=Secret(env=PASSWORD_ENV),
                 address=SUPPORT,
-                poll_interval=1.0,
+                # pymap sends IDLE responses in pieces that imapclient's IDLE reader
+                # trips over (mailcare then reconnects); polling keeps the demo quiet
+                idle="never",
+                poll_interval=0.5,
             )
         ],
         intake=Intake(enabled=True, protocol="lmtp", port=0, recipients=[SUPPORT, SALES]),
