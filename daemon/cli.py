@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import signal
-import subprocess
 import sys
 import threading
 from collections.abc import Sequence
@@ -18,6 +16,7 @@ from .clock import SystemClock
 from .database import Database
 from .errors import MailcareError
 from .settings import Settings, load_settings
+from .workers import configure_logging
 
 log = logging.getLogger("mailcare")
 
@@ -26,29 +25,20 @@ def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(Path(args.config) if args.config else None)
 
 
-def _logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-
-
-def _spawn_runner(args: argparse.Namespace) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "daemon.cli"]
-    if args.config:
-        command += ["--config", args.config]
-    return subprocess.Popen([*command, "run", "--runner-only"])
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     from .app import build_app
+    from .workers import RunnerProcesses
 
     settings = _settings(args)
-    _logging(settings.log_level)
+    configure_logging(settings.log_level)
     db = Database(settings.database_url)
     db.check_schema()
-    intake = not args.runner_only
-    app = build_app(settings, db=db, intake=intake)
+    # with several runner processes, this one only takes mail in and they process it;
+    # they are started before this process has threads or database connections
+    runners = RunnerProcesses(settings, settings.runner.processes)
+    if settings.runner.processes > 1:
+        db.dispose()
+        runners.start()
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -57,38 +47,19 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    parent = os.getppid()
-    # with several runner processes, this one only takes mail in; they process it
-    extra = settings.runner.processes if settings.runner.processes > 1 else 0
-    children = [_spawn_runner(args) for _ in range(extra)] if intake else []
-    app.start(runner=not children)
+    app = build_app(settings, db=db)
+    app.start(runner=not runners.processes)
     log.info(
         "mailcare running as %s: %d folder(s), listener %s, %d runner process(es)",
         app.owner,
         len(app.imap.workers),
         "on" if app.listener else "off",
-        len(children) or 1,
+        len(runners.processes) or 1,
     )
     while not stop.wait(0.5):
-        if not intake and os.getppid() != parent:
-            log.warning("the main mailcare process is gone; this runner stops")
-            break
-        for index, child in enumerate(children):
-            if child.poll() is not None:
-                log.warning(
-                    "runner process %s exited with %s; starting another",
-                    child.pid,
-                    child.returncode,
-                )
-                children[index] = _spawn_runner(args)
-    for child in children:
-        child.terminate()
+        runners.watch()
     app.stop()
-    for child in children:
-        try:
-            child.wait(30)
-        except subprocess.TimeoutExpired:
-            child.kill()
+    runners.stop()
     log.info("stopped cleanly")
     return 0
 
@@ -245,7 +216,6 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="run the daemon until SIGTERM")
-    run.add_argument("--runner-only", action="store_true", help=argparse.SUPPRESS)
     run.set_defaults(func=cmd_run)
 
     db = sub.add_parser("db", help="database maintenance")

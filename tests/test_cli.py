@@ -193,3 +193,67 @@ def test_classifier_commands_run_through_mailcare(tmp_path: Path) -> None:
         check=True,
     ).stderr
     assert "sklearn" not in imports and "classify" in mailcare("--help").stdout
+
+
+def session_processes(session: int) -> list[int]:
+    """PIDs of live (not zombie) processes in a session."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == session and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.parametrize("ending", ["sigterm", "sigkill"])
+def test_runner_processes_end_with_the_main_process(
+    dovecot: Dovecot, tmp_path: Path, ending: str
+) -> None:
+    account = dovecot.account()
+    for n in range(20):
+        dovecot.lmtp_deliver(account, make_mail(message_id=f"<proc{n}@x>"))
+    db_url = f"sqlite:///{tmp_path / 'm.sqlite3'}"
+    config = write_config(
+        tmp_path,
+        db_url,
+        extra=(
+            "mailboxes:\n"
+            f"  - {{name: support, host: 127.0.0.1, port: {dovecot.imap_port}, tls: none,\n"
+            f"     username: {account.username}, password: {{env: CLI_TEST_PW}}}}\n"
+        ),
+    )
+    config.write_text(
+        config.read_text().replace("runner: {processes: 1}", "runner: {processes: 2}")
+    )
+    mailcare("db", "upgrade", config=config)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "daemon.cli", "--config", str(config), "run"],
+        cwd=ROOT,
+        env={**os.environ, "CLI_TEST_PW": account.password},
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    db = Database(db_url)
+    try:
+        wait_until(lambda: states(db).get("done") == 20, what="20 processed by the runners")
+        # the main process, a fork server and two runner processes
+        assert len(session_processes(proc.pid)) >= 3
+        if ending == "sigterm":
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == 0
+        else:
+            proc.kill()  # only the main process: its runners must not live on
+            proc.wait(30)
+        wait_until(
+            lambda: session_processes(proc.pid) == [],
+            timeout=15,
+            what="every process of the daemon gone",
+        )
+    finally:
+        for pid in session_processes(proc.pid):
+            os.kill(pid, signal.SIGKILL)
+        db.dispose()
