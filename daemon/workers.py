@@ -1,4 +1,4 @@
-"""Runner processes: forked from a preloaded server so they start in milliseconds."""
+"""Runner processes: forked from the main process at start, so they import nothing again."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import multiprocessing
 import os
 import signal
 import threading
-from multiprocessing.context import ForkServerContext
+from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
 from types import FrameType
 
@@ -15,7 +15,7 @@ from .settings import Settings
 
 log = logging.getLogger(__name__)
 
-# imported once by the fork server, so a new runner process does not import them again
+# what a replacement runner process needs, loaded once by the fork server that starts it
 PRELOAD = ["daemon.app", "daemon.message", "sqlalchemy.dialects.sqlite", "psycopg"]
 
 
@@ -64,20 +64,30 @@ class RunnerProcesses:
     def __init__(self, settings: Settings, count: int) -> None:
         self.settings = settings
         self.count = count
-        self.context: ForkServerContext = multiprocessing.get_context("forkserver")
-        self.context.set_forkserver_preload(PRELOAD)
         self.processes: list[BaseProcess] = []
+        self._replacements: BaseContext | None = None
 
-    def _spawn(self) -> BaseProcess:
-        process = self.context.Process(
+    def _spawn(self, context: BaseContext) -> BaseProcess:
+        process: BaseProcess = context.Process(  # type: ignore[attr-defined]
             target=run_runner, args=(self.settings, os.getpid()), name="mailcare-runner"
         )
         process.start()
         return process
 
     def start(self) -> None:
-        """Start the runner processes (call before any thread of this process exists)."""
-        self.processes = [self._spawn() for _ in range(self.count)]
+        """Fork the runner processes: call while this process has no threads and no
+        database connections, so the children start from a clean copy of it."""
+        fork = multiprocessing.get_context("fork")
+        self.processes = [self._spawn(fork) for _ in range(self.count)]
+
+    def _replacement_context(self) -> BaseContext:
+        # with threads running, forking this process is unsafe: replacements come from a
+        # fork server, a clean process started on first need
+        if self._replacements is None:
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload(PRELOAD)
+            self._replacements = context
+        return self._replacements
 
     def watch(self) -> None:
         """Replace runner processes that died."""
@@ -88,7 +98,7 @@ class RunnerProcesses:
                     process.pid,
                     process.exitcode,
                 )
-                self.processes[index] = self._spawn()
+                self.processes[index] = self._spawn(self._replacement_context())
 
     def stop(self, timeout: float = 30.0) -> None:
         """Ask every runner process to finish its batch and exit."""

@@ -208,7 +208,7 @@ def session_processes(session: int) -> list[int]:
     return found
 
 
-@pytest.mark.parametrize("ending", ["sigterm", "sigkill"])
+@pytest.mark.parametrize("ending", ["sigterm", "sigkill", "runner-dies"])
 def test_runner_processes_end_with_the_main_process(
     dovecot: Dovecot, tmp_path: Path, ending: str
 ) -> None:
@@ -240,9 +240,21 @@ def test_runner_processes_end_with_the_main_process(
     db = Database(db_url)
     try:
         wait_until(lambda: states(db).get("done") == 20, what="20 processed by the runners")
-        # the main process, a fork server and two runner processes
-        assert len(session_processes(proc.pid)) >= 3
-        if ending == "sigterm":
+        # the main process and two runner processes forked from it
+        runners = [pid for pid in session_processes(proc.pid) if pid != proc.pid]
+        assert len(runners) == 2
+        if ending == "runner-dies":
+            os.kill(runners[0], signal.SIGKILL)  # a replacement comes from a fork server
+            wait_until(
+                lambda: len(set(session_processes(proc.pid)) - {runners[0]}) >= 4,
+                what="a fork server and a new runner process",
+            )
+            os.kill(runners[1], signal.SIGKILL)  # no original runner is left: replacements work
+            dovecot.lmtp_deliver(account, make_mail(message_id="<after-replacement@x>"))
+            wait_until(lambda: states(db).get("done") == 21, what="mail processed again")
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == 0
+        elif ending == "sigterm":
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(30) == 0
         else:
