@@ -11,6 +11,7 @@ from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
 from types import FrameType
 
+from .folders import process_alive
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -42,20 +43,10 @@ def run_runner(settings: Settings, main_pid: int) -> None:
     app = build_app(settings, intake=False)
     app.start()
     while not stop.wait(0.5):
-        if not _alive(main_pid):
+        if not process_alive(main_pid):
             log.warning("the main mailcare process is gone; this runner stops")
             break
     app.stop()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class RunnerProcesses:
