@@ -18,6 +18,8 @@ from typing import Any, Literal
 
 from imapclient import IMAPClient
 
+from daemon.folders import process_alive
+
 from .certs import TestCertificates
 from .imap import Account, ImapHelpers, Security, close_client, open_client
 from .net import LOOPBACK, free_port, poll_until, port_accepts, read_greeting
@@ -50,16 +52,6 @@ def _run_user() -> tuple[str, int, int] | None:
     return entry.pw_name, entry.pw_uid, entry.pw_gid
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def remove_stale_directories(parent: Path, idle_for: float = STALE_AFTER) -> list[Path]:
     """Delete instance directories whose Dovecot is gone and whose log has been quiet."""
     removed = []
@@ -68,7 +60,7 @@ def remove_stale_directories(parent: Path, idle_for: float = STALE_AFTER) -> lis
             pid = int((directory / "run" / "master.pid").read_text().split()[0])
         except (OSError, ValueError, IndexError):
             pid = 0
-        if pid and _pid_alive(pid):
+        if pid and process_alive(pid):
             continue
         log = directory / "log" / "dovecot.log"
         try:

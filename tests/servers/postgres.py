@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import URL, make_url
 
+from daemon.folders import process_alive
+
 if TYPE_CHECKING:
     import psycopg
 
@@ -164,7 +166,7 @@ class PostgresDatabases:
         ).fetchall()
         for (name,) in rows:
             match = _NAME.match(name)
-            if match is None or _pid_alive(int(match.group(1))):
+            if match is None or process_alive(int(match.group(1))):
                 continue
             _drop_database(self._conn, name)
             dropped.append(name)
@@ -187,13 +189,3 @@ def _drop_database(conn: psycopg.Connection[Any], name: str) -> None:
     from psycopg import sql
 
     conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
