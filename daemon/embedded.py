@@ -38,6 +38,12 @@ class LoopThreadServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
 
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
     def start(self) -> Self:
         """Start serving; returns once the port accepts connections."""
         ready: Future[None] = Future()

@@ -14,6 +14,7 @@ import pytest
 from daemon.database import SCHEMA_REVISION, Database, revisions
 from tests.helpers import make_mail, states, wait_until
 from tests.servers.dovecot import Dovecot
+from tests.servers.imap import Account
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -37,10 +38,28 @@ def mailcare(
     return result
 
 
-def write_config(tmp_path: Path, db_url: str, extra: str = "") -> Path:
+def write_config(tmp_path: Path, db_url: str, extra: str = "", processes: int = 1) -> Path:
     path = tmp_path / "mailcare.yaml"
-    path.write_text(f"database_url: {db_url}\nlog_level: INFO\nrunner: {{processes: 1}}\n{extra}")
+    path.write_text(
+        f"database_url: {db_url}\nlog_level: INFO\nrunner: {{processes: {processes}}}\n{extra}"
+    )
     return path
+
+
+def mailbox_config(
+    tmp_path: Path, db_url: str, dovecot: Dovecot, account: Account, processes: int = 1
+) -> Path:
+    """Settings for one Dovecot mailbox whose password is in $CLI_TEST_PW."""
+    return write_config(
+        tmp_path,
+        db_url,
+        extra=(
+            "mailboxes:\n"
+            f"  - {{name: support, host: 127.0.0.1, port: {dovecot.imap_port}, tls: none,\n"
+            f"     username: {account.username}, password: {{env: CLI_TEST_PW}}}}\n"
+        ),
+        processes=processes,
+    )
 
 
 def test_schema_revision_constant_matches_the_migrations(tmp_path: Path) -> None:
@@ -117,15 +136,7 @@ def test_run_ingests_and_stops_cleanly_on_sigterm(dovecot: Dovecot, tmp_path: Pa
     account = dovecot.account()
     dovecot.lmtp_deliver(account, make_mail(message_id="<cli@x>"))
     db_url = f"sqlite:///{tmp_path / 'm.sqlite3'}"
-    config = write_config(
-        tmp_path,
-        db_url,
-        extra=(
-            "mailboxes:\n"
-            f"  - {{name: support, host: 127.0.0.1, port: {dovecot.imap_port}, tls: none,\n"
-            f"     username: {account.username}, password: {{env: CLI_TEST_PW}}}}\n"
-        ),
-    )
+    config = mailbox_config(tmp_path, db_url, dovecot, account)
     mailcare("db", "upgrade", config=config)
     proc = subprocess.Popen(
         [sys.executable, "-m", "daemon.cli", "--config", str(config), "run"],
@@ -216,18 +227,7 @@ def test_runner_processes_end_with_the_main_process(
     for n in range(20):
         dovecot.lmtp_deliver(account, make_mail(message_id=f"<proc{n}@x>"))
     db_url = f"sqlite:///{tmp_path / 'm.sqlite3'}"
-    config = write_config(
-        tmp_path,
-        db_url,
-        extra=(
-            "mailboxes:\n"
-            f"  - {{name: support, host: 127.0.0.1, port: {dovecot.imap_port}, tls: none,\n"
-            f"     username: {account.username}, password: {{env: CLI_TEST_PW}}}}\n"
-        ),
-    )
-    config.write_text(
-        config.read_text().replace("runner: {processes: 1}", "runner: {processes: 2}")
-    )
+    config = mailbox_config(tmp_path, db_url, dovecot, account, processes=2)
     mailcare("db", "upgrade", config=config)
     proc = subprocess.Popen(
         [sys.executable, "-m", "daemon.cli", "--config", str(config), "run"],

@@ -7,7 +7,6 @@ import logging
 import threading
 import weakref
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, Literal
 
 from daemon.embedded import LoopThreadServer
@@ -94,17 +93,6 @@ class SmtpSink(LoopThreadServer):
         self._failures: list[_Failure] = []
         self._server: asyncio.Server | None = None
         self._sessions: weakref.WeakSet[Any] = weakref.WeakSet()
-
-    def __enter__(self) -> SmtpSink:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def down(self) -> None:
         """Stop listening and drop open connections, as a dead relay would."""
