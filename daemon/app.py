@@ -2,22 +2,34 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import socket
 import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from .calendar import BusinessCalendar
 from .clock import SystemClock
+from .compose import split_mailbox
 from .database import Database
+from .errors import ConfigError
+from .faq import FaqIndex
 from .folders import FolderLedger, new_owner_id
 from .imap_source import Connector, ImapSource, connect_imap
 from .inbox import Inbox
 from .interfaces import Clock
+from .keys import instance_key
 from .lmtp import IntakeListener
+from .outbox import Outbox
 from .pipeline import build_steps
-from .rules import Rules, load_rules
+from .render import TemplateStore
+from .replies import Replier
+from .rules import Rules, RulesFile, load_rules
 from .runner import Runner
+from .screening import Identity
+from .sender import Sender
 from .settings import Settings
 
 # Steps register themselves by name when their modules are imported.
@@ -48,6 +60,8 @@ class App:
     imap: ImapSource
     runner: Runner
     listener: IntakeListener | None
+    outbox: Outbox
+    sender: Sender | None
     stop_event: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
 
@@ -62,6 +76,8 @@ class App:
                 self.listener.port,
             )
         self.imap.start()
+        if self.sender is not None:
+            self.sender.start()
         if runner:
             thread = threading.Thread(
                 target=self.runner.run_forever, args=(self.stop_event,), name="runner", daemon=True
@@ -81,13 +97,16 @@ class App:
         self.runner.wake()
         for thread in self._threads:
             thread.join(timeout)
+        if self.sender is not None:
+            self.sender.stop(timeout)
         self.db.dispose()
 
 
 def build_app(settings: Settings, **overrides: Any) -> App:
     """Wire the daemon; overrides replace parts (clock, db, rules, connect, owner) in tests.
 
-    With intake=False the app only runs the runner (no IMAP workers, no listener).
+    With intake=False the app only runs the runner (no IMAP workers, no listener);
+    with sender=False it queues outgoing mail but leaves sending to another process.
     """
     clock: Clock = overrides.get("clock") or SystemClock()
     db: Database = overrides.get("db") or Database(settings.database_url)
@@ -96,7 +115,22 @@ def build_app(settings: Settings, **overrides: Any) -> App:
     connect: Connector = overrides.get("connect") or connect_imap
     inbox = Inbox(db, clock, merge_copies=rules.conversations.merge_copies)
     ledger = FolderLedger(db, clock, owner, settings.leases.ttl)
-    steps = build_steps(settings.runner.steps, conversation_rules=rules.conversations)
+    outbox = Outbox(db, clock, owner)
+    rules_file = RulesFile(settings.paths.rules, rules)
+    identity = build_identity(settings, rules, db)
+    step_names = list(settings.runner.steps)
+    if "reply" in step_names and not settings.relay.enabled:
+        log.warning("auto-replies are off: no relay is enabled in the settings (relay.enabled)")
+        step_names.remove("reply")
+    replier = None
+    if "reply" in step_names:
+        replier = build_replier(settings, rules_file, identity, outbox, db, clock)
+    steps = build_steps(
+        step_names,
+        conversation_rules=rules.conversations,
+        identity=identity,
+        replier=replier,
+    )
     runner = Runner(
         db,
         clock,
@@ -123,4 +157,66 @@ def build_app(settings: Settings, **overrides: Any) -> App:
         if intake.port == 0:
             intake = intake.model_copy(update={"port": free_port(intake.host)})
         listener = IntakeListener(intake, inbox)
-    return App(settings, rules, db, clock, owner, inbox, ledger, imap, runner, listener)
+    sender = None
+    if settings.relay.enabled and overrides.get("sender", True):
+        sender = Sender(outbox, settings.relay, clock)
+        outbox.subscribe(sender.wake)
+    if replier is not None:
+        runner.before_batch(replier.refresh)
+        runner.after_commit(outbox.notify)
+    return App(
+        settings, rules, db, clock, owner, inbox, ledger, imap, runner, listener, outbox, sender
+    )
+
+
+def own_addresses(settings: Settings, rules: Rules) -> tuple[frozenset[str], frozenset[str]]:
+    """(addresses, @domains) that are ours: mailboxes, listener recipients, reply senders."""
+    addresses = {a.lower() for a in rules.identity.addresses}
+    addresses.update(m.address.lower() for m in settings.mailboxes if m.address)
+    domains: set[str] = set()
+    for recipient in settings.intake.recipients if settings.intake.enabled else []:
+        if recipient.startswith("@"):
+            domains.add(recipient[1:])
+        else:
+            addresses.add(recipient)
+    for rule in rules.auto_replies.rules:
+        try:
+            addresses.add(split_mailbox(rule.sender)[1])
+        except ValueError as exc:
+            raise ConfigError(f"auto_replies rule {rule.name}: from: {exc}") from exc
+    return frozenset(addresses), frozenset(domains)
+
+
+def build_identity(settings: Settings, rules: Rules, db: Database) -> Identity:
+    """Our addresses and the loop token only this installation's replies carry."""
+    addresses, domains = own_addresses(settings, rules)
+    token = hmac.new(instance_key(db, "loop"), b"loop", hashlib.sha256).hexdigest()[:24]
+    return Identity(addresses, domains, token, rules.identity.loop_header)
+
+
+def build_replier(
+    settings: Settings,
+    rules_file: RulesFile,
+    identity: Identity,
+    outbox: Outbox,
+    db: Database,
+    clock: Clock,
+) -> Replier:
+    """The auto-reply machinery: templates, FAQ entries, calendars, the Message-ID key."""
+    templates = TemplateStore(settings.paths.templates)
+    faq_dir = settings.paths.templates / "faq"
+    faq = FaqIndex.load(faq_dir) if faq_dir.is_dir() else None
+    rules = rules_file.current
+    calendars = {
+        name: BusinessCalendar.from_config(config) for name, config in rules.calendars.items()
+    }
+    return Replier(
+        rules_file,
+        templates,
+        faq,
+        identity,
+        outbox,
+        instance_key(db, "message-id"),
+        clock,
+        calendars,
+    )

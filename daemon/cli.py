@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
+from .admin import register as register_admin
 from .clock import SystemClock
 from .database import Database
 from .errors import MailcareError
@@ -173,14 +174,27 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_rules_check(args: argparse.Namespace) -> int:
+    from .admin import rules_problems
     from .rules import load_rules
 
-    path = Path(args.file) if args.file else _settings(args).paths.rules
+    settings = _settings(args)
+    path = Path(args.file) if args.file else settings.paths.rules
     if not path.exists():
         print(f"{path}: not found", file=sys.stderr)
         return 1
-    load_rules(path)
+    problems = rules_problems(load_rules(path), settings)
+    for problem in problems:
+        print(f"{path}: {problem}", file=sys.stderr)
+    if problems:
+        return 1
     print(f"{path}: ok")
+    return 0
+
+
+def cmd_rules_schema(args: argparse.Namespace) -> int:
+    from .rules import json_schema
+
+    sys.stdout.write(json_schema())
     return 0
 
 
@@ -251,6 +265,11 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     r_check = r_sub.add_parser("check", help="validate rules.yaml (errors name line and column)")
     r_check.add_argument("file", nargs="?")
     r_check.set_defaults(func=cmd_rules_check)
+    r_sub.add_parser("schema", help="print the JSON Schema of rules.yaml").set_defaults(
+        func=cmd_rules_schema
+    )
+
+    register_admin(sub)
 
     demo = sub.add_parser("demo", help="run a self-contained demo with embedded servers")
     demo.add_argument("--workdir", help="keep the demo's files here")

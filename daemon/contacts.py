@@ -15,6 +15,8 @@ CONTACTS: Table = Contact.__table__  # type: ignore[assignment]
 PARTICIPANTS: Table = Participant.__table__  # type: ignore[assignment]
 CONVERSATIONS: Table = Conversation.__table__  # type: ignore[assignment]
 
+MACHINE_KINDS = frozenset({"bounce", "delay", "delivery-report", "feedback", "loop", "own-address"})
+
 
 @register("contact")
 class ContactStep:
@@ -25,6 +27,11 @@ class ContactStep:
     needs: tuple[str, ...] = ()
 
     def prepare(self, item: Work) -> None:
+        verdict = item.facts.get("verdict")
+        if verdict is not None and verdict.kind in MACHINE_KINDS:
+            # a mail server's report is not a customer: it joins the thread, not the archive
+            item.facts["contact_address"] = item.facts["contact_name"] = None
+            return
         sender = item.message().sender
         address = sender.addr if sender and "@" in sender.addr else (item.envelope_from or "")
         item.facts["contact_address"] = address.strip().lower()[:320] or None

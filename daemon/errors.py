@@ -33,3 +33,7 @@ class ParseError(MailcareError):
 
 class StepError(MailcareError):
     """Raised by a pipeline step that must quarantine the message it was given."""
+
+
+class TemplateError(MailcareError):
+    """Raised when a mail template is missing, fails to compile or to render; names the file."""

@@ -1,13 +1,38 @@
-"""The admin-edited rules.yaml: validated once into a typed object."""
+"""The admin-edited rules.yaml: validated once into a typed object, reloaded on change."""
 
 from __future__ import annotations
 
+import json
+import logging
+import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
+from .calendar import CalendarConfig
 from .configfile import load_yaml, validate
+from .errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_ADDRESS = r"^[^@\s<>]+@[^@\s<>]+$"
+
+
+def _seconds(value: Any) -> Any:
+    """Accept durations as numbers of seconds or text such as "90s", "30m", "24h", "2d"."""
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if match is None:
+            raise ValueError(f"{value!r} is not a duration (e.g. 30m, 24h, 2d)")
+        return float(match.group(1)) * _UNIT[match.group(2)]
+    return value
+
+
+Duration = Annotated[float, BeforeValidator(_seconds), Field(ge=0)]
+Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")]
 
 
 class _Strict(BaseModel):
@@ -22,11 +47,105 @@ class ConversationRules(_Strict):
     thread_by_tag: bool = True
 
 
+class Company(_Strict):
+    """How replies sign off."""
+
+    name: str = "Customer Service"
+    signature: str = ""
+
+
+class Identity(_Strict):
+    """Who mailcare is: mail from these addresses is never answered."""
+
+    # besides every mailbox `address`, every listener recipient and every reply `from`
+    addresses: list[Annotated[str, Field(pattern=_ADDRESS)]] = Field(default_factory=list)
+    loop_header: Annotated[str, Field(pattern=r"^X-[A-Za-z0-9-]{1,60}$")] = "X-Mailcare-Loop"
+    company: Company = Company()
+
+
+class Match(_Strict):
+    """Conditions of a rule; each given list must contain the message's value (AND of lists)."""
+
+    # only the message that opens a conversation; follow-ups in a thread are not acknowledged
+    new_conversation: bool = True
+
+    mailboxes: list[str] | None = None
+    to: list[str] | None = None
+    departments: list[str] | None = None
+    urgencies: list[str] | None = None
+    languages: list[str] | None = None
+    tiers: list[str] | None = None
+
+
+class FaqChoice(_Strict):
+    """How many FAQ answers an auto-reply offers, and how similar they must be."""
+
+    limit: int = Field(default=3, ge=0, le=10)
+    min_score: float = Field(default=0.2, ge=0, le=1)
+
+
+class ReplyRule(_Strict):
+    """One auto-reply: when it applies, which template, from which address."""
+
+    name: Name
+    template: Name
+    sender: Annotated[str, Field(alias="from", min_length=3)]
+    when: Match = Match()
+    faq: FaqChoice = FaqChoice()
+    html: bool = True
+    # promised answer time in minutes per urgency ("default" for the rest)
+    answer_within: dict[str, Annotated[float, Field(gt=0)]] = Field(
+        default_factory=lambda: {"default": 480.0}
+    )
+    calendar: str | None = None
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class ReplyLimits(_Strict):
+    """Rate limits on auto-replies per recipient address."""
+
+    # at most one reply per sender per rule within this window
+    per_rule_window: Duration = 86400.0
+    # and at most this many auto-replies of any rule to one address per hour and per day
+    max_per_hour: int = Field(default=3, ge=1)
+    max_per_day: int = Field(default=10, ge=1)
+
+
+class AutoReplies(_Strict):
+    """Auto-reply rules: the first rule whose `when` matches answers the message."""
+
+    enabled: bool = True
+    limits: ReplyLimits = ReplyLimits()
+    rules: list[ReplyRule] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> AutoReplies:
+        names = [rule.name for rule in self.rules]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"rule names must be unique: {', '.join(dupes)}")
+        return self
+
+
 class Rules(_Strict):
     """Everything rules.yaml decides."""
 
     version: Literal[1] = 1
     conversations: ConversationRules = ConversationRules()
+    identity: Identity = Identity()
+    calendars: dict[Name, CalendarConfig] = Field(default_factory=dict)
+    auto_replies: AutoReplies = AutoReplies()
+
+    @model_validator(mode="after")
+    def _known_calendars(self) -> Rules:
+        for rule in self.auto_replies.rules:
+            if rule.calendar is not None and rule.calendar not in self.calendars:
+                known = ", ".join(sorted(self.calendars)) or "none defined"
+                raise ValueError(
+                    f"auto_replies rule {rule.name}: unknown calendar {rule.calendar!r} ({known})"
+                )
+        return self
 
 
 def load_rules(path: Path) -> Rules:
@@ -34,3 +153,45 @@ def load_rules(path: Path) -> Rules:
     if not path.exists():
         return Rules()
     return validate(load_yaml(path), Rules)
+
+
+def json_schema() -> str:
+    """The JSON Schema of rules.yaml, for editor completion (yaml-language-server)."""
+    schema = Rules.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "mailcare rules.yaml"
+    return json.dumps(schema, indent=2, sort_keys=True) + "\n"
+
+
+class RulesFile:
+    """rules.yaml as the running daemon sees it: reloaded on change, last good kept."""
+
+    def __init__(self, path: Path, rules: Rules | None = None) -> None:
+        self.path = path
+        self._stamp = self._fingerprint()
+        self.current = rules if rules is not None else load_rules(path)
+        self.error: str | None = None
+
+    def _fingerprint(self) -> tuple[int, int] | None:
+        try:
+            stat = self.path.stat()
+        except OSError:
+            return None
+        return (stat.st_mtime_ns, stat.st_size)
+
+    def refresh(self) -> bool:
+        """Reload if the file changed; True when new rules took effect."""
+        stamp = self._fingerprint()
+        if stamp == self._stamp:
+            return False
+        self._stamp = stamp
+        try:
+            rules = load_rules(self.path)
+        except ConfigError as exc:
+            self.error = str(exc)
+            log.error("rules not reloaded, keeping the last good rules: %s", exc)
+            return False
+        self.current = rules
+        self.error = None
+        log.info("rules reloaded from %s", self.path)
+        return True

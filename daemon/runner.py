@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -55,6 +55,16 @@ class Runner:
         self._wake = threading.Event()
         self.processed = 0
         self.quarantined = 0
+        self._before: list[Callable[[], object]] = []
+        self._after: list[Callable[[], object]] = []
+
+    def before_batch(self, hook: Callable[[], object]) -> None:
+        """Call hook before each batch (e.g. to pick up edited rules)."""
+        self._before.append(hook)
+
+    def after_commit(self, hook: Callable[[], object]) -> None:
+        """Call hook after each committed batch (e.g. to wake the sender)."""
+        self._after.append(hook)
 
     def wake(self) -> None:
         """Tell the runner that new messages were stored."""
@@ -133,9 +143,13 @@ class Runner:
 
     def run_once(self) -> int:
         """Claim and process one batch; return how many messages it held."""
+        for hook in self._before:
+            hook()
         batch = self.claim()
         if batch:
             self.process(batch)
+            for hook in self._after:
+                hook()
         return len(batch)
 
     def process(self, batch: Sequence[Work]) -> None:

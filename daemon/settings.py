@@ -137,10 +137,58 @@ class Runner(_Strict):
     # mail in and that many runner processes work in parallel (bench/intake.py measured
     # two to be fastest on two cores)
     processes: int = Field(default_factory=lambda: min(os.cpu_count() or 1, 2), ge=1, le=64)
-    steps: list[str] = Field(default_factory=lambda: ["parse", "thread", "contact"])
+    steps: list[str] = Field(
+        default_factory=lambda: ["parse", "screen", "thread", "contact", "reply"]
+    )
     max_attempts: int = Field(default=3, ge=1)
     claim_ttl: float = Field(default=60.0, gt=0)
     idle_wait: float = Field(default=0.2, gt=0)
+
+
+class Relay(_Strict):
+    """The SMTP relay every outgoing mail (auto-replies, forwards, campaigns) is handed to."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int | None = Field(default=None, ge=1, le=65535)
+    tls: Literal["implicit", "starttls", "none"] = "starttls"
+    ca_file: Path | None = None
+    verify: bool = True
+    username: str | None = None
+    password: Secret | None = None
+    hostname: str = "mailcare"
+    timeout: float = Field(default=30.0, gt=0)
+    # parallel SMTP connections, each kept open and reused for many messages
+    connections: int = Field(default=2, ge=1, le=32)
+    # messages one connection takes per round; after a crash at most connections x batch
+    # messages are `uncertain` (handed to the relay, reply not seen)
+    batch: int = Field(default=8, ge=1, le=500)
+    messages_per_connection: int = Field(default=500, ge=1)
+    # a message the relay refuses with 4xx (or that times out) is retried with backoff
+    retry_first: float = Field(default=60.0, gt=0)
+    retry_max: float = Field(default=1800.0, gt=0)
+    give_up_after: float = Field(default=5 * 86400.0, gt=0)
+    # an unreachable relay is probed again after this many seconds at most
+    reconnect_max: float = Field(default=30.0, gt=0)
+    claim_ttl: float = Field(default=600.0, gt=0)
+    idle_wait: float = Field(default=1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _checked(self) -> Relay:
+        if self.tls == "none" and not _is_loopback(self.host):
+            raise ValueError(
+                "tls: none is allowed only for loopback hosts; use implicit or starttls"
+            )
+        if (self.username is None) != (self.password is None):
+            raise ValueError("give both `username` and `password`, or neither")
+        return self
+
+    @property
+    def effective_port(self) -> int:
+        """The configured port or the standard one for the TLS mode (465 or 587; 25 plain)."""
+        if self.port is not None:
+            return self.port
+        return {"implicit": 465, "starttls": 587, "none": 25}[self.tls]
 
 
 class Leases(_Strict):
@@ -167,6 +215,7 @@ class Settings(_Strict):
     intake: Intake = Intake()
     runner: Runner = Runner()
     leases: Leases = Leases()
+    relay: Relay = Relay()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @model_validator(mode="after")

@@ -8,6 +8,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -164,6 +165,11 @@ class Message(Base):
     defects: Mapped[str | None] = mapped_column(Text)
     conversation_id: Mapped[int | None] = mapped_column(ForeignKey("conversations.id"), index=True)
     contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id"), index=True)
+    automated: Mapped[str | None] = mapped_column(String(32))
+    automated_reason: Mapped[str | None] = mapped_column(Text)
+    department: Mapped[str | None] = mapped_column(String(64))
+    urgency: Mapped[str | None] = mapped_column(String(32))
+    reply_decision: Mapped[str | None] = mapped_column(Text)
 
 
 class Delivery(Base):
@@ -201,3 +207,95 @@ class Attachment(Base):
     size: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
     inline: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Bounce(Base):
+    """One failed (or delayed) recipient reported by a bounce or DSN message."""
+
+    __tablename__ = "bounces"
+    __table_args__ = (UniqueConstraint("message_pk", "position"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    message_pk: Mapped[int] = mapped_column(ForeignKey("messages.id"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    recipient: Mapped[str | None] = mapped_column(String(320), index=True)
+    status: Mapped[str | None] = mapped_column(String(16))
+    action: Mapped[str | None] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(String(32))
+    hard: Mapped[bool] = mapped_column(Boolean)
+    diagnostic: Mapped[str | None] = mapped_column(Text)
+    original_message_id: Mapped[str | None] = mapped_column(String(998), index=True)
+    reported_at: Mapped[datetime] = mapped_column(Instant())
+
+
+class Suppression(Base):
+    """An address nothing automatic may be sent to (hard bounce, complaint, unsubscribe)."""
+
+    __tablename__ = "suppressions"
+
+    address: Mapped[str] = mapped_column(String(320), primary_key=True)
+    reason: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[str | None] = mapped_column(Text)
+    message_pk: Mapped[int | None] = mapped_column(ForeignKey("messages.id"))
+    created_at: Mapped[datetime] = mapped_column(Instant())
+
+
+class ReplyLimit(Base):
+    """Rate-limit state per recipient and rule ("*" holds the per-recipient hourly ceiling)."""
+
+    __tablename__ = "reply_limits"
+
+    recipient: Mapped[str] = mapped_column(String(320), primary_key=True)
+    rule: Mapped[str] = mapped_column(String(64), primary_key=True)
+    last_at: Mapped[datetime] = mapped_column(Instant())
+    window_start: Mapped[datetime] = mapped_column(Instant())
+    window_count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Outgoing(Base):
+    """The outbox: every outgoing mail is a row before it is sent, keyed against doubles."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_state_due", "state", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), unique=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    message_id: Mapped[str] = mapped_column(String(998))
+    mail_from: Mapped[str] = mapped_column(String(320))
+    recipients: Mapped[str] = mapped_column(Text)
+    raw: Mapped[bytes] = mapped_column(LargeBinary)
+    state: Mapped[str] = mapped_column(String(16), default="queued")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(Instant())
+    claimed_by: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(Instant())
+    finished_at: Mapped[datetime | None] = mapped_column(Instant())
+    last_error: Mapped[str | None] = mapped_column(Text)
+    message_pk: Mapped[int | None] = mapped_column(ForeignKey("messages.id"), index=True)
+    conversation_id: Mapped[int | None] = mapped_column(ForeignKey("conversations.id"))
+    rule: Mapped[str | None] = mapped_column(String(64))
+
+
+class FaqOffer(Base):
+    """One FAQ entry offered in one auto-reply: the counts behind `mailcare faq stats`."""
+
+    __tablename__ = "faq_offers"
+    __table_args__ = (UniqueConstraint("message_pk", "entry"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    message_pk: Mapped[int] = mapped_column(ForeignKey("messages.id"))
+    entry: Mapped[str] = mapped_column(String(128), index=True)
+    department: Mapped[str | None] = mapped_column(String(64))
+    language: Mapped[str | None] = mapped_column(String(8))
+    score: Mapped[float] = mapped_column(Float)
+    offered_at: Mapped[datetime] = mapped_column(Instant(), index=True)
+
+
+class InstanceKey(Base):
+    """Secrets this installation generates for itself (e.g. the Message-ID hash key)."""
+
+    __tablename__ = "instance_keys"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(200))

@@ -72,6 +72,10 @@ class _Handler:
         )
         reply = self._sink._take_failure("DATA")
         self._sink._record(message, reply)
+        hang = self._sink._take_hang()
+        if hang:
+            # the message is kept, but the reply comes too late for the client
+            await asyncio.sleep(hang)
         return reply or OK
 
     async def handle_exception(self, error: Exception) -> str:
@@ -91,6 +95,7 @@ class SmtpSink(LoopThreadServer):
         self._messages: list[ReceivedMessage] = []
         self._refused: list[ReceivedMessage] = []
         self._failures: list[_Failure] = []
+        self._hangs: list[float] = []
         self._server: asyncio.Server | None = None
         self._sessions: weakref.WeakSet[Any] = weakref.WeakSet()
 
@@ -143,6 +148,15 @@ class SmtpSink(LoopThreadServer):
         with self._cond:
             self._failures.append(_Failure(reply, stage, count))
 
+    def hang_next(self, count: int = 1, seconds: float = 10.0) -> None:
+        """Keep the next count messages but delay the reply to their DATA by seconds."""
+        with self._cond:
+            self._hangs.extend([seconds] * count)
+
+    def _take_hang(self) -> float:
+        with self._cond:
+            return self._hangs.pop(0) if self._hangs else 0.0
+
     def _take_failure(self, stage: Stage) -> str | None:
         with self._cond:
             for failure in self._failures:
@@ -184,6 +198,7 @@ class SmtpSink(LoopThreadServer):
             self._messages.clear()
             self._refused.clear()
             self._failures.clear()
+            self._hangs.clear()
 
     def wait_for(self, count: int, timeout: float = 5.0) -> list[ReceivedMessage]:
         """Block until at least count messages were accepted; TimeoutError otherwise."""

@@ -1,0 +1,158 @@
+"""The sender: threads that drain the outbox over pooled SMTP connections to the relay."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import timedelta
+
+from .errors import StorageError
+from .interfaces import Clock
+from .outbox import Outbox, Pending
+from .settings import Relay
+from .transport import RelayUnavailable, SendResult, SmtpSession
+
+log = logging.getLogger(__name__)
+
+SessionFactory = Callable[[Relay], SmtpSession]
+
+
+class Sender:
+    """Sends queued mail; retries 4xx with backoff, fails 5xx, never repeats an uncertain send."""
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        relay: Relay,
+        clock: Clock,
+        session_factory: SessionFactory = SmtpSession,
+    ) -> None:
+        self.outbox = outbox
+        self.relay = relay
+        self.clock = clock
+        self.session_factory = session_factory
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._relay_lock = threading.Lock()
+        self._relay_down_until = clock.monotonic()
+        self._relay_failures = 0
+        self.sent = 0
+
+    def wake(self) -> None:
+        """New rows were queued."""
+        self._wake.set()
+
+    def start(self) -> None:
+        """Mark what a dead sender left behind as uncertain, then start the connection threads."""
+        try:
+            self.outbox.recover()
+        except StorageError as exc:
+            log.error("outbox recovery: %s", exc)
+        for number in range(self.relay.connections):
+            thread = threading.Thread(target=self._run, name=f"sender-{number}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """Finish the current round, close the connections."""
+        self._stop.set()
+        self._wake.set()
+        for thread in self._threads:
+            thread.join(timeout)
+        self._threads.clear()
+
+    def _relay_wait(self) -> float:
+        with self._relay_lock:
+            return max(0.0, self._relay_down_until - self.clock.monotonic())
+
+    def _relay_failed(self, error: str) -> None:
+        with self._relay_lock:
+            self._relay_failures += 1
+            delay = min(self.relay.reconnect_max, 0.5 * 2 ** min(self._relay_failures, 16))
+            self._relay_down_until = self.clock.monotonic() + delay
+        log.warning("relay unavailable (%s); trying again in %.1fs", error, delay)
+
+    def _relay_ok(self) -> None:
+        with self._relay_lock:
+            if self._relay_failures:
+                log.info("relay reachable again")
+            self._relay_failures = 0
+
+    def _run(self) -> None:
+        session = self.session_factory(self.relay)
+        last_recovery = self.clock.monotonic()
+        try:
+            while not self._stop.is_set():
+                pause = self._relay_wait()
+                if pause > 0:
+                    self._stop.wait(min(pause, self.relay.idle_wait))
+                    continue
+                if self.clock.monotonic() - last_recovery > self.relay.claim_ttl / 2:
+                    last_recovery = self.clock.monotonic()
+                    self._recover()
+                self._wake.clear()
+                try:
+                    batch = self.outbox.claim(self.relay.batch, self.relay.claim_ttl)
+                except StorageError as exc:
+                    log.error("outbox: %s", exc)
+                    self._stop.wait(self.relay.idle_wait)
+                    continue
+                if not batch:
+                    session.close()
+                    self._wake.wait(self.relay.idle_wait)
+                    continue
+                self._send_round(session, batch)
+        finally:
+            session.close()
+
+    def _recover(self) -> None:
+        try:
+            self.outbox.recover()
+        except StorageError as exc:
+            log.error("outbox recovery: %s", exc)
+
+    def _send_round(self, session: SmtpSession, batch: list[Pending]) -> None:
+        outcomes: list[tuple[int, str, str, float | None]] = []
+        unsent: list[int] = []
+        for position, item in enumerate(batch):
+            if self._stop.is_set():
+                unsent.extend(p.id for p in batch[position:])
+                break
+            try:
+                result = session.send(item.mail_from, item.recipients, item.raw)
+            except RelayUnavailable as exc:
+                self._relay_failed(str(exc))
+                unsent.extend(p.id for p in batch[position:])
+                break
+            self._relay_ok()
+            outcomes.append(self._settlement(item, result))
+        try:
+            self.outbox.settle(outcomes)
+            self.outbox.release(unsent)
+        except StorageError as exc:
+            # rows stay `sending`; recovery reports them as uncertain instead of resending
+            log.error("outbox: cannot record %d send results: %s", len(outcomes), exc)
+            return
+        self.sent += sum(1 for _, state, _, _ in outcomes if state == "sent")
+
+    def _settlement(self, item: Pending, result: SendResult) -> tuple[int, str, str, float | None]:
+        if result.outcome == "sent":
+            log.debug("%s sent to %s", item.message_id, ", ".join(item.recipients))
+            return (item.id, "sent", result.detail if "refused" in result.detail else "", None)
+        if result.outcome == "uncertain":
+            log.warning("%s uncertain: %s", item.message_id, result.detail)
+            return (item.id, "uncertain", result.detail, None)
+        if result.outcome == "retry":
+            age = self.clock.now() - item.created_at
+            if age > timedelta(seconds=self.relay.give_up_after):
+                log.warning(
+                    "%s failed after %s of retries: %s", item.message_id, age, result.detail
+                )
+                return (item.id, "failed", f"gave up after {age}: {result.detail}", None)
+            delay = min(self.relay.retry_max, self.relay.retry_first * 2 ** (item.attempts - 1))
+            log.info("%s deferred %.0fs: %s", item.message_id, delay, result.detail)
+            return (item.id, "queued", result.detail, delay)
+        log.warning("%s failed: %s", item.message_id, result.detail)
+        return (item.id, "failed", result.detail, None)

@@ -1,0 +1,195 @@
+"""SMTP to the relay: one reusable session per sender thread, every outcome classified.
+
+The one moment that matters is the end of DATA: until the final "." has left this host,
+nothing was delivered and a failure can simply be retried; after it, until the relay's
+reply is read, the message may or may not have been accepted. That window is reported
+as `uncertain` and never retried on its own, so a message is never sent twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import smtplib
+import ssl
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from .settings import Relay
+
+log = logging.getLogger(__name__)
+
+Outcome = Literal["sent", "retry", "failed", "uncertain"]
+_LEADING_DOT = re.compile(rb"(?m)^\.")
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    """What became of one message: sent, retry later, failed for good, or unknown."""
+
+    outcome: Outcome
+    detail: str = ""
+
+
+class RelayUnavailable(Exception):
+    """The relay cannot be reached or refuses the session; nothing was handed over."""
+
+
+def _reply_text(code: int, message: bytes | str) -> str:
+    text = message.decode("utf-8", "replace") if isinstance(message, bytes) else message
+    return f"{code} {' '.join(text.split())}"[:500]
+
+
+def _by_code(code: int, text: str) -> SendResult:
+    if 200 <= code < 300:
+        return SendResult("sent", text)
+    if 400 <= code < 500:
+        return SendResult("retry", text)
+    return SendResult("failed", text)
+
+
+def tls_context(relay: Relay) -> ssl.SSLContext:
+    """A verifying TLS context (a private CA through ca_file)."""
+    context = ssl.create_default_context(cafile=str(relay.ca_file) if relay.ca_file else None)
+    if not relay.verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+class SmtpSession:
+    """One SMTP connection to the relay, opened lazily and reused for many messages."""
+
+    def __init__(self, relay: Relay) -> None:
+        self.relay = relay
+        self._smtp: smtplib.SMTP | None = None
+        self._sent_here = 0
+
+    def _open(self) -> smtplib.SMTP:
+        relay = self.relay
+        try:
+            smtp: smtplib.SMTP
+            if relay.tls == "implicit":
+                smtp = smtplib.SMTP_SSL(
+                    relay.host,
+                    relay.effective_port,
+                    local_hostname=relay.hostname,
+                    timeout=relay.timeout,
+                    context=tls_context(relay),
+                )
+            else:
+                smtp = smtplib.SMTP(
+                    relay.host,
+                    relay.effective_port,
+                    local_hostname=relay.hostname,
+                    timeout=relay.timeout,
+                )
+            smtp.ehlo()
+            if relay.tls == "starttls":
+                smtp.starttls(context=tls_context(relay))
+                smtp.ehlo()
+            if relay.username is not None and relay.password is not None:
+                smtp.login(relay.username, relay.password.reveal())
+        except smtplib.SMTPAuthenticationError as exc:
+            raise RelayUnavailable(
+                f"authentication refused: {_reply_text(exc.smtp_code, exc.smtp_error)}"
+            ) from exc
+        except smtplib.SMTPResponseException as exc:
+            raise RelayUnavailable(_reply_text(exc.smtp_code, exc.smtp_error)) from exc
+        except (OSError, smtplib.SMTPException, ssl.SSLError) as exc:
+            raise RelayUnavailable(f"{relay.host}:{relay.effective_port}: {exc}") from exc
+        self._sent_here = 0
+        return smtp
+
+    def close(self) -> None:
+        """Say QUIT if the connection is still there; never raise."""
+        smtp, self._smtp = self._smtp, None
+        if smtp is None:
+            return
+        try:
+            smtp.quit()
+        except (OSError, smtplib.SMTPException):
+            smtp.close()
+
+    def send(self, mail_from: str, recipients: Sequence[str], raw: bytes) -> SendResult:
+        """Hand one message to the relay; raise RelayUnavailable if it cannot be reached."""
+        if self._smtp is not None and self._sent_here >= self.relay.messages_per_connection:
+            self.close()
+        fresh = self._smtp is None
+        if self._smtp is None:
+            self._smtp = self._open()
+        try:
+            return self._transaction(self._smtp, mail_from, recipients, raw)
+        except _Dropped as exc:
+            # a reused connection the relay had already closed: nothing was handed over
+            self.close()
+            if fresh:
+                raise RelayUnavailable(str(exc)) from exc
+            self._smtp = self._open()
+            try:
+                return self._transaction(self._smtp, mail_from, recipients, raw)
+            except _Dropped as again:
+                self.close()
+                raise RelayUnavailable(str(again)) from again
+        finally:
+            self._sent_here += 1
+
+    def _transaction(
+        self, smtp: smtplib.SMTP, mail_from: str, recipients: Sequence[str], raw: bytes
+    ) -> SendResult:
+        try:
+            code, message = smtp.mail(mail_from)
+            if code != 250:
+                self._reset(smtp)
+                return _by_code(code, "MAIL FROM: " + _reply_text(code, message))
+            accepted: list[str] = []
+            refused: list[str] = []
+            worst: SendResult | None = None
+            for rcpt in recipients:
+                code, message = smtp.rcpt(rcpt)
+                if code in (250, 251):
+                    accepted.append(rcpt)
+                    continue
+                result = _by_code(code, f"RCPT TO:<{rcpt}>: {_reply_text(code, message)}")
+                refused.append(result.detail)
+                if worst is None or result.outcome == "retry":
+                    worst = result
+            if not accepted:
+                self._reset(smtp)
+                assert worst is not None
+                return worst
+            code, message = smtp.docmd("DATA")
+            if code != 354:
+                self._reset(smtp)
+                return _by_code(code, "DATA: " + _reply_text(code, message))
+        except (OSError, smtplib.SMTPServerDisconnected) as exc:
+            raise _Dropped(f"connection lost before the message was sent: {exc}") from exc
+        payload = _LEADING_DOT.sub(b"..", raw)
+        if not payload.endswith(b"\r\n"):
+            payload += b"\r\n"
+        try:
+            smtp.send(payload + b".\r\n")
+        except (OSError, smtplib.SMTPServerDisconnected) as exc:
+            # sendall failed, so its last bytes (the final ".") never left: not delivered
+            self.close()
+            return SendResult("retry", f"connection lost while sending the message: {exc}")
+        try:
+            code, message = smtp.getreply()
+        except (OSError, smtplib.SMTPServerDisconnected) as exc:
+            self.close()
+            return SendResult("uncertain", f"no reply after the message was sent: {exc}")
+        result = _by_code(code, _reply_text(code, message))
+        if result.outcome == "sent" and refused:
+            return SendResult("sent", result.detail + "; refused: " + "; ".join(refused))
+        return result
+
+    def _reset(self, smtp: smtplib.SMTP) -> None:
+        try:
+            smtp.rset()
+        except (OSError, smtplib.SMTPException):
+            self.close()
+
+
+class _Dropped(Exception):
+    """The connection failed before the message body was handed over."""
