@@ -137,7 +137,7 @@ def cmd_templates_check(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     root = Path(args.directory) if args.directory else settings.paths.templates
-    findings = check(TemplateStore(root), sample_context())
+    findings = check(TemplateStore(root), sample_context)
     errors = [f for f in findings if f.level == "error"]
     for finding in findings:
         print(f"{finding.path}: {finding.level}: {finding.message}")

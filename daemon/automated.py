@@ -3,7 +3,7 @@
 `detect` checks, in this order, and the first match wins:
 
 1. loop: our own loop header carries our loop token;
-2. own-address: the sender (From or envelope) is one of our addresses;
+2. own-address: the sender (From, or the envelope sender our listener saw) is ours;
 3. reports, before any auto-reply header because many bounces carry
    `Auto-Submitted: auto-replied`: challenge-response mail dressed as a DSN (auto-reply),
    ARF and provider complaints (feedback), RFC 3464 DSNs (bounce when a recipient failed,
@@ -195,7 +195,10 @@ def _detect(
     envelope = _envelope(envelope_from, headers)
     own = {address.lower() for address in own_addresses}
     if own:
-        for address in (sender, envelope):
+        # the Return-Path header is not trusted here: test fixtures and some forwarders
+        # put the recipient there; only an envelope sender from our own listener counts
+        given = _envelope(envelope_from, {}) if envelope_from is not None else None
+        for address in (sender.lower(), given):
             if address and address in own:
                 return Verdict("own-address", f"sender {address} is one of our addresses")
     verdict = _report(message, headers, sender, envelope)

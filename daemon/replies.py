@@ -8,6 +8,7 @@ reply per (message, rule) through the outbox key, even when the batch is redone.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 LIMITS: Table = ReplyLimit.__table__  # type: ignore[assignment]
 OFFERS: Table = FaqOffer.__table__  # type: ignore[assignment]
 CONTACTS: Table = Contact.__table__  # type: ignore[assignment]
+_LOOSE_ADDRESS = re.compile(r"[^\s<>()\[\],;:\"'@]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 FAQ_TEXT = 2000
 
@@ -55,11 +57,19 @@ class Decision:
 
 
 def reply_recipient(item: Work) -> str | None:
-    """Where a reply goes: the first Reply-To, else From, else the envelope sender."""
+    """Where a reply goes: the first usable Reply-To, else From (also when malformed)."""
     message = item.message()
     for candidate in [*message.reply_to, message.sender]:
-        if candidate is not None and "@" in candidate.addr:
-            return candidate.addr.strip().lower()
+        if candidate is None:
+            continue
+        address = candidate.addr.strip().lower()
+        if valid_address(address):
+            return address
+        # "From: Big Bug bb@bug.example" (no brackets): find the address in the text
+        for text in (candidate.addr, candidate.name or ""):
+            found = _LOOSE_ADDRESS.search(text)
+            if found and valid_address(found.group(0).lower()):
+                return found.group(0).lower()
     return None
 
 
