@@ -180,7 +180,7 @@ def faq_stats(db: Database, since: datetime | None) -> list[dict[str, Any]]:
     from .replies import OFFERS
 
     month = (
-        func.to_char(OFFERS.c.offered_at, "YYYY-MM")
+        func.to_char(func.timezone("UTC", OFFERS.c.offered_at), "YYYY-MM")
         if db.is_postgresql
         else func.strftime("%Y-%m", OFFERS.c.offered_at)
     ).label("month")
