@@ -4,6 +4,11 @@ Prints one JSON line: mailcare's rate (stored and threaded) and, measured in the
 on the same messages, the raw imapclient FETCH rate (the ceiling).
 
     python bench/intake.py [-n 5000] [--corpus DIR] [--postgres SERVER_URL] [--processes N]
+                           [--replies]
+
+With --replies every new request gets an auto-reply (rate limits off), sent over SMTP to
+an aiosmtpd sink; the clock stops when the last reply has reached the sink, and the raw
+SMTP send rate to the same sink (smtplib, one connection) is measured as a second ceiling.
 
 With --postgres (e.g. postgresql://postgres@127.0.0.1:5432/postgres) the run uses a new
 database on that server, dropped afterwards; otherwise a new SQLite file.
@@ -54,6 +59,50 @@ def fetch_ceiling(server: Dovecot, account, batch: int = 500) -> float:
     return elapsed
 
 
+def addressed(raws: list[bytes]) -> list[str]:
+    """Every To/Cc address of the messages: the support addresses they were sent to."""
+    from email.parser import BytesHeaderParser
+    from email.utils import getaddresses
+
+    found: set[str] = set()
+    parser = BytesHeaderParser()
+    for raw in raws:
+        headers = parser.parsebytes(raw)
+        pairs = getaddresses(
+            [str(v) for v in headers.get_all("to", []) + headers.get_all("cc", [])]
+        )
+        found.update(addr.lower() for _, addr in pairs if "@" in addr)
+    return sorted(found)
+
+
+def smtp_ceiling(sink, raws: list[bytes]) -> float:
+    """Seconds for smtplib to send raws to the sink over one connection."""
+    import smtplib
+
+    before = sink.count
+    began = time.perf_counter()
+    with smtplib.SMTP("127.0.0.1", sink.port) as smtp:
+        for raw in raws:
+            smtp.sendmail("", ["c@customer.example"], raw)
+    elapsed = time.perf_counter() - began
+    sink.wait_for(before + len(raws), timeout=60)
+    return elapsed
+
+
+def outbox_counts(engine) -> tuple[int, int]:
+    """(outgoing rows, rows no longer queued or sending)."""
+    from daemon.outbox import OUTBOX
+
+    with engine.connect() as conn:
+        total = conn.execute(select(func.count()).select_from(OUTBOX)).scalar_one()
+        settled = conn.execute(
+            select(func.count())
+            .select_from(OUTBOX)
+            .where(OUTBOX.c.state.not_in(["queued", "sending"]))
+        ).scalar_one()
+    return total, settled
+
+
 def session_cpu_seconds(session: int) -> float:
     """User+system CPU seconds of the live processes in a session (Linux /proc)."""
     total = 0
@@ -86,6 +135,7 @@ def main() -> int:
     parser.add_argument("--postgres", help="a PostgreSQL server URL to create the database on")
     parser.add_argument("--timeout", type=float, default=600)
     parser.add_argument("--processes", type=int, help="runner processes (default: mailcare's)")
+    parser.add_argument("--replies", action="store_true", help="auto-reply to every request")
     args = parser.parse_args()
 
     raws = from_corpus(args.corpus) if args.corpus else variants(args.n)
@@ -106,12 +156,44 @@ def main() -> int:
         server.append_many(account, "INBOX", raws)
         append_s = time.perf_counter() - began
         ceiling_s = fetch_ceiling(server, account)
+        extra: dict = {}
+        sink = None
+        if args.replies:
+            from tests.servers.smtp_sink import SmtpSink
+
+            sink = SmtpSink().start()
+            rules = {
+                "version": 1,
+                "identity": {"addresses": addressed(raws)},
+                "auto_replies": {
+                    "limits": {"per_rule_window": 0, "max_per_hour": 10**9, "max_per_day": 10**9},
+                    "rules": [
+                        {
+                            "name": "acknowledge",
+                            "template": "acknowledge",
+                            "from": "Acme Support <support@acme.example>",
+                        }
+                    ],
+                },
+            }
+            (work / "rules.yaml").write_text(json.dumps(rules))
+            extra = {
+                "paths": {"rules": "rules.yaml", "templates": str(ROOT / "templates")},
+                "relay": {
+                    "enabled": True,
+                    "host": "127.0.0.1",
+                    "port": sink.port,
+                    "tls": "none",
+                    "idle_wait": 0.05,
+                },
+            }
         config = work / "mailcare.yaml"
         config.write_text(
             json.dumps(
                 {
                     "database_url": url,
                     "log_level": "WARNING",
+                    **extra,
                     **({"runner": {"processes": args.processes}} if args.processes else {}),
                     "mailboxes": [
                         {
@@ -136,13 +218,19 @@ def main() -> int:
             start_new_session=True,
         )
         stored_at = None
+        processed_at = None
         try:
             while time.perf_counter() - started < args.timeout:
                 stored, done = counts(engine)
                 if stored_at is None and stored >= len(raws):
                     stored_at = time.perf_counter() - started
                 if done >= len(raws):
-                    break
+                    processed_at = processed_at or time.perf_counter() - started
+                    if sink is None:
+                        break
+                    total, settled = outbox_counts(engine)
+                    if settled >= total and sink.count >= total:
+                        break
                 if proc.poll() is not None:
                     raise SystemExit(f"mailcare exited with {proc.returncode}")
                 time.sleep(0.02)
@@ -153,6 +241,17 @@ def main() -> int:
         finally:
             proc.terminate()
             proc.wait(30)
+        if sink is not None:
+            replies, _ = outbox_counts(engine)
+            delivered = sink.count
+            sample = [m.data for m in sink.messages[:500]]
+            smtp_s = smtp_ceiling(sink, sample)
+            extra = {
+                "replies": replies,
+                "replies_delivered": delivered,
+                "ceiling_smtp_send_msgs_per_s": round(len(sample) / smtp_s, 1),
+            }
+            sink.stop()
         engine.dispose()
     finally:
         server.stop()
@@ -172,9 +271,11 @@ def main() -> int:
                 "mailcare_seconds": round(total_s, 3),
                 "mailcare_cpu_seconds": round(cpu_s, 2),
                 "stored_msgs_per_s": round(n / stored_at, 1) if stored_at else None,
+                "processed_msgs_per_s": round(n / processed_at, 1) if processed_at else None,
                 "ceiling_fetch_msgs_per_s": round(n / ceiling_s, 1),
                 "ratio_to_ceiling": round(ceiling_s / total_s, 3),
                 "append_msgs_per_s": round(n / append_s, 1),
+                **extra,
                 "cpus": os.cpu_count(),
             }
         )

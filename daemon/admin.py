@@ -109,8 +109,12 @@ def cmd_suppressions_list(args: argparse.Namespace) -> int:
 
 
 def cmd_suppressions_add(args: argparse.Namespace) -> int:
+    from .compose import valid_address
     from .suppressions import suppress
 
+    if not valid_address(args.address.strip().lower()):
+        print(f"mailcare: not an e-mail address: {args.address!r}", file=sys.stderr)
+        return 2
     settings = _settings(args)
     db = _database(settings)
     with db.transaction() as conn:
@@ -177,7 +181,9 @@ def rules_problems(rules: Rules, settings: Settings) -> list[str]:
 
 def faq_stats(db: Database, since: datetime | None) -> list[dict[str, Any]]:
     """How often each FAQ entry was offered, per department and month."""
-    from .replies import OFFERS
+    from .tables import FaqOffer
+
+    OFFERS = FaqOffer.__table__
 
     month = (
         func.to_char(func.timezone("UTC", OFFERS.c.offered_at), "YYYY-MM")

@@ -198,4 +198,11 @@ def read_eml(path: str) -> bytes:
     """The bytes of an .eml file, or stdin for "-"."""
     import sys
 
-    return sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
+    from .errors import ConfigError
+
+    if path == "-":
+        return sys.stdin.buffer.read()
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: {exc.strerror}") from exc

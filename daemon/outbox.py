@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 
 OUTBOX: Table = Outgoing.__table__  # type: ignore[assignment]
 STATES = ("queued", "sending", "sent", "failed", "uncertain", "cancelled")
+# (outbox id, new state, detail, retry in seconds) for one row a sender handled
+Outcome = tuple[int, str, str, float | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,43 +108,68 @@ class Outbox:
 
     def claim(self, limit: int, ttl: float) -> list[Pending]:
         """Durably mark up to limit due rows as `sending` by this process, oldest first."""
+        return self.exchange((), (), limit, ttl)
+
+    def settle(self, outcomes: Sequence[Outcome]) -> None:
+        """Record (id, state, detail, retry_in_seconds) for rows this process claimed."""
+        self.exchange(outcomes, (), 0, 0)
+
+    def release(self, ids: Sequence[int]) -> None:
+        """Hand claimed rows back untouched (the relay was unreachable; no attempt counted)."""
+        self.exchange((), ids, 0, 0)
+
+    def exchange(
+        self, outcomes: Sequence[Outcome], unsent: Sequence[int], limit: int, ttl: float
+    ) -> list[Pending]:
+        """Settle the last round and claim the next in one transaction (one lock, one sync).
+
+        The transaction is synced when it claims: a claim lost to a power cut would let a
+        sent message go out again. A settlement needs no sync: if it is lost, the row stays
+        `sending`, and recovery turns it into `uncertain`, never into a second send.
+        """
+        if not outcomes and not unsent and limit <= 0:
+            return []
+        with self.db.transaction(durable=limit > 0) as conn:
+            self._settle(conn, outcomes)
+            self._release(conn, unsent)
+            return self._claim(conn, limit, ttl) if limit > 0 else []
+
+    def _claim(self, conn: Connection, limit: int, ttl: float) -> list[Pending]:
         now = self.clock.now()
-        # synced: a claim lost to a power cut would let a sent message go out again
-        with self.db.transaction(durable=True) as conn:
-            query = (
-                select(OUTBOX.c.id)
-                .where(OUTBOX.c.state == "queued", OUTBOX.c.next_attempt_at <= now)
-                .order_by(OUTBOX.c.next_attempt_at, OUTBOX.c.id)
-                .limit(limit)
+        query = (
+            select(OUTBOX.c.id)
+            .where(OUTBOX.c.state == "queued", OUTBOX.c.next_attempt_at <= now)
+            .order_by(OUTBOX.c.next_attempt_at, OUTBOX.c.id)
+            .limit(limit)
+        )
+        if self.db.is_postgresql:
+            query = query.with_for_update(skip_locked=True)
+        ids = list(conn.execute(query).scalars())
+        if not ids:
+            return []
+        conn.execute(
+            update(OUTBOX)
+            .where(OUTBOX.c.id.in_(ids), OUTBOX.c.state == "queued")
+            .values(
+                state="sending",
+                claimed_by=self.owner,
+                next_attempt_at=now + timedelta(seconds=ttl),
+                attempts=OUTBOX.c.attempts + 1,
             )
-            if self.db.is_postgresql:
-                query = query.with_for_update(skip_locked=True)
-            ids = list(conn.execute(query).scalars())
-            if not ids:
-                return []
-            conn.execute(
-                update(OUTBOX)
-                .where(OUTBOX.c.id.in_(ids), OUTBOX.c.state == "queued")
-                .values(
-                    state="sending",
-                    claimed_by=self.owner,
-                    next_attempt_at=now + timedelta(seconds=ttl),
-                    attempts=OUTBOX.c.attempts + 1,
-                )
+        )
+        rows = conn.execute(
+            select(
+                OUTBOX.c.id,
+                OUTBOX.c.message_id,
+                OUTBOX.c.mail_from,
+                OUTBOX.c.recipients,
+                OUTBOX.c.raw,
+                OUTBOX.c.attempts,
+                OUTBOX.c.created_at,
             )
-            rows = conn.execute(
-                select(
-                    OUTBOX.c.id,
-                    OUTBOX.c.message_id,
-                    OUTBOX.c.mail_from,
-                    OUTBOX.c.recipients,
-                    OUTBOX.c.raw,
-                    OUTBOX.c.attempts,
-                    OUTBOX.c.created_at,
-                )
-                .where(OUTBOX.c.id.in_(ids), OUTBOX.c.claimed_by == self.owner)
-                .order_by(OUTBOX.c.id)
-            ).all()
+            .where(OUTBOX.c.id.in_(ids), OUTBOX.c.claimed_by == self.owner)
+            .order_by(OUTBOX.c.id)
+        ).all()
         return [
             Pending(
                 r.id,
@@ -156,51 +183,43 @@ class Outbox:
             for r in rows
         ]
 
-    def settle(self, outcomes: Sequence[tuple[int, str, str, float | None]]) -> None:
-        """Record (id, state, detail, retry_in_seconds) for rows this process claimed."""
-        if not outcomes:
-            return
+    def _settle(self, conn: Connection, outcomes: Sequence[Outcome]) -> None:
         now = self.clock.now()
-        # not synced: a settle lost to a power cut leaves the row `sending`, which
-        # recovery turns into `uncertain` -- never into a second send
-        with self.db.transaction(durable=False) as conn:
-            for pk, state, detail, retry_in in outcomes:
-                values: dict[str, Any] = {"state": state, "claimed_by": None}
-                if state == "queued":
-                    values["next_attempt_at"] = now + timedelta(seconds=retry_in or 0)
-                    values["last_error"] = detail or None
-                else:
-                    values["finished_at"] = now
-                    values["last_error"] = None if state == "sent" and not detail else detail
-                conn.execute(
-                    update(OUTBOX)
-                    .where(
-                        OUTBOX.c.id == pk,
-                        OUTBOX.c.state == "sending",
-                        OUTBOX.c.claimed_by == self.owner,
-                    )
-                    .values(**values)
-                )
-
-    def release(self, ids: Sequence[int]) -> None:
-        """Hand claimed rows back untouched (the relay was unreachable; no attempt counted)."""
-        if not ids:
-            return
-        with self.db.transaction(durable=False) as conn:
+        for pk, state, detail, retry_in in outcomes:
+            values: dict[str, Any] = {"state": state, "claimed_by": None}
+            if state == "queued":
+                values["next_attempt_at"] = now + timedelta(seconds=retry_in or 0)
+                values["last_error"] = detail or None
+            else:
+                values["finished_at"] = now
+                values["last_error"] = None if state == "sent" and not detail else detail
             conn.execute(
                 update(OUTBOX)
                 .where(
-                    OUTBOX.c.id.in_(ids),
+                    OUTBOX.c.id == pk,
                     OUTBOX.c.state == "sending",
                     OUTBOX.c.claimed_by == self.owner,
                 )
-                .values(
-                    state="queued",
-                    claimed_by=None,
-                    next_attempt_at=self.clock.now(),
-                    attempts=OUTBOX.c.attempts - 1,
-                )
+                .values(**values)
             )
+
+    def _release(self, conn: Connection, ids: Sequence[int]) -> None:
+        if not ids:
+            return
+        conn.execute(
+            update(OUTBOX)
+            .where(
+                OUTBOX.c.id.in_(list(ids)),
+                OUTBOX.c.state == "sending",
+                OUTBOX.c.claimed_by == self.owner,
+            )
+            .values(
+                state="queued",
+                claimed_by=None,
+                next_attempt_at=self.clock.now(),
+                attempts=OUTBOX.c.attempts - 1,
+            )
+        )
 
     def recover(self) -> int:
         """Mark rows left `sending` by a dead process (or past their claim) as uncertain."""

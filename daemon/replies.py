@@ -19,13 +19,13 @@ from sqlalchemy import Connection, Table, bindparam, select, tuple_, update
 from .automated import Verdict
 from .calendar import BusinessCalendar, describe
 from .compose import Outgoing, mailbox, message_id, split_mailbox, valid_address
-from .errors import ConfigError
+from .errors import ConfigError, MailcareError
 from .faq import FaqIndex
 from .inbox import insert_ignoring
 from .interfaces import Clock
 from .outbox import Outbox, OutgoingMail
 from .pipeline import Work, register
-from .render import TemplateStore
+from .render import Rendered, TemplateStore
 from .rules import ReplyRule, Rules, RulesFile
 from .screening import Identity
 from .suppressions import suppressed
@@ -40,6 +40,16 @@ CONTACTS: Table = Contact.__table__  # type: ignore[assignment]
 _LOOSE_ADDRESS = re.compile(r"[^\s<>()\[\],;:\"'@]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 FAQ_TEXT = 2000
+# stand-ins for the ticket while a reply is rendered before the ticket number is known
+TICKET = "\ue000ticket\ue001"
+TICKET_ID = "\ue000ticket-id\ue001"
+DEFAULT_TIERS = (None, "ordinary")
+
+
+def early_rules_changed(item: Work, decision: Decision) -> bool:
+    """The rule chosen at commit time differs from the one the draft was rendered for."""
+    early = item.facts.get("draft_rule")
+    return early is not None and early is not decision.rule
 
 
 @dataclass
@@ -275,7 +285,31 @@ class Replier:
         decision = self.screen(item)
         if decision.replies:
             self._offer_faq(item, decision)
+            # render now, outside the database's write lock; the ticket is filled in later
+            item.facts["draft"] = self._draft(item, decision, None, self.clock.now(), True)
+            item.facts["draft_rule"] = decision.rule
         item.facts["decision"] = decision
+
+    def _draft(
+        self, item: Work, decision: Decision, tier: str | None, now: datetime, early: bool
+    ) -> Rendered | str:
+        """The rendered template, or why it could not be rendered."""
+        assert decision.rule is not None
+        context = self.context(item, decision, tier, now)
+        if early:
+            context["ticket"], context["ticket_id"] = TICKET, TICKET_ID
+        try:
+            return self.templates.render(
+                "replies",
+                decision.rule.template,
+                context,
+                department=context["department"],
+                urgency=context["urgency"],
+                language=item.message().language,
+            )
+        except MailcareError as exc:
+            log.error("%s: reply template: %s", item.message().message_id or item.pk, exc)
+            return f"not sent: template error: {exc}"
 
     def _offer_faq(self, item: Work, decision: Decision) -> None:
         if self.faq is None or decision.rule is None or not decision.rule.faq.limit:
@@ -311,26 +345,11 @@ class Replier:
         mails: list[OutgoingMail] = []
         offers: list[dict[str, Any]] = []
         for item in items:
-            decision: Decision = item.facts["decision"]
-            if decision.replies:
-                assert decision.rule is not None and decision.recipient is not None
-                reason = blocked.get(decision.recipient)
-                if reason is not None:
-                    decision.reason = f"{decision.recipient} is suppressed ({reason})"
-                    decision.rule = None
-                else:
-                    stop = limiter.allow(decision.recipient, decision.rule.name)
-                    if stop is not None:
-                        decision.reason = stop
-                        decision.rule = None
-            if decision.replies:
-                assert decision.rule is not None
-                mails.append(
-                    self.compose(
-                        item, decision, tiers.get(int(item.facts.get("contact_id") or 0)), now
-                    )
-                )
-                decision.reason = f"auto-reply by rule {decision.rule.name}"
+            chosen: Decision = item.facts["decision"]
+            draft = self._checked(item, chosen, tiers, blocked, limiter, now)
+            if draft is not None and chosen.rule is not None:
+                mails.append(self.compose(item, chosen, draft, now))
+                chosen.reason = f"auto-reply by rule {chosen.rule.name}"
                 offers.extend(
                     {
                         "message_pk": item.pk,
@@ -340,9 +359,9 @@ class Replier:
                         "score": round(float(match.score), 4),
                         "offered_at": item.received_at,
                     }
-                    for match in decision.faq
+                    for match in chosen.faq
                 )
-            item.record["reply_decision"] = decision.reason[:2000]
+            item.record["reply_decision"] = chosen.reason[:2000]
         limiter.save()
         if mails:
             if self.outbox is None:
@@ -350,6 +369,48 @@ class Replier:
             self.outbox.enqueue(conn, mails)
         if offers:
             conn.execute(insert_ignoring(conn, OFFERS, ["message_pk", "entry"]), offers)
+
+    def _checked(
+        self,
+        item: Work,
+        decision: Decision,
+        tiers: dict[int, str],
+        blocked: dict[str, str],
+        limiter: RateLimiter,
+        now: datetime,
+    ) -> Rendered | None:
+        """The reply to send, after suppression, rendering and rate limits; else None."""
+        if not decision.replies:
+            return None
+        assert decision.rule is not None and decision.recipient is not None
+        reason = blocked.get(decision.recipient)
+        if reason is not None:
+            decision.reason = f"{decision.recipient} is suppressed ({reason})"
+            decision.rule = None
+            return None
+        tier = tiers.get(int(item.facts.get("contact_id") or 0))
+        draft: Rendered | str | None = item.facts.get("draft")
+        if (
+            draft is None
+            or early_rules_changed(item, decision)
+            or tier not in DEFAULT_TIERS
+            # a subject cut short through a stand-in: render again with the real ticket
+            or (
+                isinstance(draft, Rendered)
+                and draft.subject.count("\ue000") != draft.subject.count("\ue001")
+            )
+        ):
+            draft = self._draft(item, decision, tier, now, False)
+        if isinstance(draft, str):
+            decision.reason = draft
+            decision.rule = None
+            return None
+        stop = limiter.allow(decision.recipient, decision.rule.name)
+        if stop is not None:
+            decision.reason = stop
+            decision.rule = None
+            return None
+        return draft
 
     def _tiers(self, conn: Connection, items: Sequence[Work]) -> dict[int, str]:
         ids = sorted({int(i.facts["contact_id"]) for i in items if i.facts.get("contact_id")})
@@ -414,20 +475,28 @@ class Replier:
         }
 
     def compose(
-        self, item: Work, decision: Decision, tier: str | None, now: datetime
+        self, item: Work, decision: Decision, draft: Rendered, now: datetime
     ) -> OutgoingMail:
-        """Render the rule's template for this message and build the reply's bytes."""
+        """Fill the ticket into the rendered reply and build its bytes."""
         assert decision.rule is not None and decision.recipient is not None
         rule = decision.rule
         message = item.message()
-        context = self.context(item, decision, tier, now)
-        rendered = self.templates.render(
-            "replies",
-            rule.template,
-            context,
-            department=context["department"],
-            urgency=context["urgency"],
-            language=message.language,
+        conversation_id = item.facts.get("conversation_id")
+        tags = TicketTags(self.rules.current.conversations.ticket_prefix)
+        ticket = tags.tag(int(conversation_id)) if conversation_id is not None else ""
+        ticket_id = str(conversation_id) if conversation_id is not None else ""
+
+        def filled(text: str) -> str:
+            return text.replace(TICKET, ticket).replace(TICKET_ID, ticket_id)
+
+        rendered = Rendered(
+            subject=" ".join(filled(draft.subject).split()),
+            text=filled(draft.text),
+            html=filled(draft.html) if draft.html is not None else None,
+            variant=draft.variant,
+        )
+        customer = item.facts.get("contact_name") or (
+            message.sender.name if message.sender else None
         )
         name, sender = split_mailbox(rule.sender)
         key = f"reply:{item.pk}:{rule.name}"
@@ -437,7 +506,7 @@ class Replier:
             references.append(message.message_id)
         raw = Outgoing(
             sender=mailbox(name, sender),
-            to=[mailbox(context["customer"]["name"], decision.recipient)],
+            to=[mailbox(customer, decision.recipient)],
             subject=rendered.subject,
             text=rendered.text,
             html=rendered.html if rule.html else None,
@@ -452,7 +521,6 @@ class Replier:
                 (self.identity.loop_header, self.identity.loop_token),
             ),
         ).build()
-        conversation_id = context["ticket_id"]
         return OutgoingMail(
             key=key,
             kind="auto-reply",

@@ -9,7 +9,7 @@ from datetime import timedelta
 
 from .errors import StorageError
 from .interfaces import Clock
-from .outbox import Outbox, Pending
+from .outbox import Outbox, Outcome, Pending
 from .settings import Relay
 from .transport import RelayUnavailable, SendResult, SmtpSession
 
@@ -83,27 +83,38 @@ class Sender:
     def _run(self) -> None:
         session = self.session_factory(self.relay)
         last_recovery = self.clock.monotonic()
+        outcomes: list[Outcome] = []
+        unsent: list[int] = []
         try:
             while not self._stop.is_set():
                 pause = self._relay_wait()
-                if pause > 0:
-                    self._stop.wait(min(pause, self.relay.idle_wait))
-                    continue
+                limit = 0 if pause > 0 else self.relay.batch
                 if self.clock.monotonic() - last_recovery > self.relay.claim_ttl / 2:
                     last_recovery = self.clock.monotonic()
                     self._recover()
                 self._wake.clear()
                 try:
-                    batch = self.outbox.claim(self.relay.batch, self.relay.claim_ttl)
+                    # the last round's results and the next claim share one transaction
+                    batch = self.outbox.exchange(outcomes, unsent, limit, self.relay.claim_ttl)
                 except StorageError as exc:
+                    # rows stay `sending`; if this persists, recovery reports them uncertain
                     log.error("outbox: %s", exc)
                     self._stop.wait(self.relay.idle_wait)
+                    continue
+                self.sent += sum(1 for _, state, _, _ in outcomes if state == "sent")
+                outcomes, unsent = [], []
+                if pause > 0:
+                    self._stop.wait(min(pause, self.relay.idle_wait))
                     continue
                 if not batch:
                     session.close()
                     self._wake.wait(self.relay.idle_wait)
                     continue
-                self._send_round(session, batch)
+                self._send_round(session, batch, outcomes, unsent)
+            try:
+                self.outbox.exchange(outcomes, unsent, 0, 0)
+            except StorageError as exc:
+                log.error("outbox: cannot record the last send results: %s", exc)
         finally:
             session.close()
 
@@ -113,31 +124,23 @@ class Sender:
         except StorageError as exc:
             log.error("outbox recovery: %s", exc)
 
-    def _send_round(self, session: SmtpSession, batch: list[Pending]) -> None:
-        outcomes: list[tuple[int, str, str, float | None]] = []
-        unsent: list[int] = []
+    def _send_round(
+        self, session: SmtpSession, batch: list[Pending], outcomes: list[Outcome], unsent: list[int]
+    ) -> None:
         for position, item in enumerate(batch):
             if self._stop.is_set():
                 unsent.extend(p.id for p in batch[position:])
-                break
+                return
             try:
                 result = session.send(item.mail_from, item.recipients, item.raw)
             except RelayUnavailable as exc:
                 self._relay_failed(str(exc))
                 unsent.extend(p.id for p in batch[position:])
-                break
+                return
             self._relay_ok()
             outcomes.append(self._settlement(item, result))
-        try:
-            self.outbox.settle(outcomes)
-            self.outbox.release(unsent)
-        except StorageError as exc:
-            # rows stay `sending`; recovery reports them as uncertain instead of resending
-            log.error("outbox: cannot record %d send results: %s", len(outcomes), exc)
-            return
-        self.sent += sum(1 for _, state, _, _ in outcomes if state == "sent")
 
-    def _settlement(self, item: Pending, result: SendResult) -> tuple[int, str, str, float | None]:
+    def _settlement(self, item: Pending, result: SendResult) -> Outcome:
         if result.outcome == "sent":
             log.debug("%s sent to %s", item.message_id, ", ".join(item.recipients))
             return (item.id, "sent", result.detail if "refused" in result.detail else "", None)

@@ -162,7 +162,7 @@ class Relay(_Strict):
     connections: int = Field(default=2, ge=1, le=32)
     # messages one connection takes per round; after a crash at most connections x batch
     # messages are `uncertain` (handed to the relay, reply not seen)
-    batch: int = Field(default=8, ge=1, le=500)
+    batch: int = Field(default=16, ge=1, le=500)
     messages_per_connection: int = Field(default=500, ge=1)
     # a message the relay refuses with 4xx (or that times out) is retried with backoff
     retry_first: float = Field(default=60.0, gt=0)

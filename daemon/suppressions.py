@@ -35,9 +35,8 @@ def suppress(
     if not rows:
         return 0
     ordered = [rows[key] for key in sorted(rows)]
-    return max(
-        int(conn.execute(insert_ignoring(conn, SUPPRESSIONS, ["address"]), ordered).rowcount), 0
-    )
+    statement = insert_ignoring(conn, SUPPRESSIONS, ["address"]).returning(SUPPRESSIONS.c.address)
+    return len(conn.execute(statement, ordered).all())
 
 
 def suppressed(conn: Connection, addresses: Iterable[str]) -> dict[str, str]:

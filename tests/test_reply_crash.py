@@ -100,9 +100,11 @@ def test_sigkill_during_a_burst_of_auto_replies(
         final = start(config, account.password, log)
         try:
             wait_until(
-                lambda: states(db).get("done", 0) == REPLIES
-                and set(outbox_states(db)) <= {"sent", "uncertain"}
-                and sum(outbox_states(db).values()) == REPLIES,
+                lambda: (
+                    states(db).get("done", 0) == REPLIES
+                    and set(outbox_states(db)) <= {"sent", "uncertain"}
+                    and sum(outbox_states(db).values()) == REPLIES
+                ),
                 timeout=180,
                 what="every message answered after the crashes",
             )
@@ -110,8 +112,10 @@ def test_sigkill_during_a_burst_of_auto_replies(
             final.send_signal(signal.SIGTERM)
             assert final.wait(60) == 0
         listed = subprocess.run(
-            [sys.executable, "-m", "daemon.cli", "--config", str(config), "outbox", "list"]
-            + ["--state", "uncertain", "--json", "--limit", "1000"],
+            [
+                *(sys.executable, "-m", "daemon.cli", "--config", str(config)),
+                *("outbox", "list", "--state", "uncertain", "--json", "--limit", "1000"),
+            ],
             cwd=ROOT,
             capture_output=True,
             check=True,
