@@ -17,11 +17,56 @@ from .database import Database
 from .demo_mail import SALES, SUPPORT, Sample, samples
 from .embedded import EmbeddedImapServer
 from .inbox import MESSAGES
-from .settings import Intake, Mailbox, Secret, Settings
+from .outbox import OUTBOX
+from .settings import Intake, Mailbox, Paths, Relay, Secret, Settings
+from .sink import SmtpSink
 from .status import collect, render
 from .tables import Attachment, Contact, Conversation
 
 PASSWORD_ENV = "MAILCARE_DEMO_PASSWORD"
+ROOT = Path(__file__).resolve().parent.parent
+
+DEMO_RULES = f"""\
+version: 1
+identity:
+  company: {{name: Acme Customer Service, signature: "Acme Ltd · https://acme.example/help"}}
+calendars:
+  office:
+    timezone: Europe/Berlin
+    hours: {{mon-fri: ["09:00-12:30", "13:30-18:00"]}}
+    holidays: {{country: DE}}
+auto_replies:
+  rules:
+    - name: acknowledge
+      template: acknowledge
+      from: "Acme Customer Service <{SUPPORT}>"
+      calendar: office
+      answer_within: {{default: 480}}
+"""
+
+# machine mail the demo adds: none of it may be answered
+MACHINE_MAIL = [
+    (
+        "out-of-office",
+        b"From: Lena Vogel <lena.vogel@customer.example>\r\nTo: "
+        + SUPPORT.encode()
+        + b"\r\nSubject: Automatic reply: Your order\r\nAuto-Submitted: auto-replied\r\n"
+        b"Message-ID: <ooo-1@customer.example>\r\n\r\nI am out of the office until Monday.\r\n",
+    ),
+    (
+        "bounce",
+        b"From: Mail Delivery System <MAILER-DAEMON@mx.customer.example>\r\nTo: "
+        + SUPPORT.encode()
+        + b"\r\nSubject: Undelivered Mail Returned to Sender\r\n"
+        b"Message-ID: <bounce-1@mx.customer.example>\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/report; report-type=delivery-status; boundary="b"\r\n\r\n'
+        b"--b\r\nContent-Type: text/plain\r\n\r\nThe mail could not be delivered.\r\n"
+        b"--b\r\nContent-Type: message/delivery-status\r\n\r\n"
+        b"Reporting-MTA: dns; mx.customer.example\r\n\r\n"
+        b"Final-Recipient: rfc822; old.address@customer.example\r\nAction: failed\r\n"
+        b"Status: 5.1.1\r\nDiagnostic-Code: smtp; 550 5.1.1 User unknown\r\n--b--\r\n",
+    ),
+]
 
 
 def _deliver_lmtp(port: int, sample: Sample) -> list[tuple[int, bytes]]:
@@ -101,12 +146,50 @@ def _report(db: Database, prefix: str) -> str:
     return "\n".join(lines)
 
 
+def _wait_until_sent(db: Database, sink: SmtpSink, timeout: float = 30.0) -> int:
+    """Wait until every queued auto-reply has reached the relay; return how many."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with db.reading() as conn:
+            rows: dict[str, int] = dict(
+                conn.execute(select(OUTBOX.c.state, func.count()).group_by(OUTBOX.c.state)).all()
+            )
+        if not rows.get("queued") and not rows.get("sending") and sink.count >= rows.get("sent", 0):
+            return int(rows.get("sent", 0))
+        time.sleep(0.1)
+    raise TimeoutError("the auto-replies were not sent within 30 seconds")
+
+
+def _replies_report(db: Database, sink: SmtpSink, sent: int) -> str:
+    from email import message_from_bytes, policy
+
+    lines = [f"Auto-replies sent to the relay: {sent}"]
+    for received in sink.messages[:6]:
+        reply = message_from_bytes(received.data, policy=policy.default)
+        lines.append(f"  to {reply['To']}: {reply['Subject']}")
+    if sent > 6:
+        lines.append(f"  ... and {sent - 6} more")
+    with db.reading() as conn:
+        unanswered = conn.execute(
+            select(MESSAGES.c.subject, MESSAGES.c.reply_decision)
+            .where(MESSAGES.c.reply_decision.not_like("auto-reply by rule%"))
+            .order_by(MESSAGES.c.id)
+        ).all()
+    lines.append("")
+    lines.append(f"Not answered automatically ({len(unanswered)}), and why:")
+    for subject, reason in unanswered:
+        lines.append(f"  {(subject or '')[:40]:<40}  {(reason or '')[:90]}")
+    return "\n".join(lines)
+
+
 def run_demo(workdir: Path | None = None, keep: bool = False) -> int:
     """Run the whole demo and print what happened; returns the exit status."""
     own_dir = workdir is None
     base = Path(tempfile.mkdtemp(prefix="mailcare-demo-")) if workdir is None else workdir
     base.mkdir(parents=True, exist_ok=True)
     imap = EmbeddedImapServer().start()
+    sink = SmtpSink(hostname="relay.demo").start()
+    (base / "rules.yaml").write_text(DEMO_RULES, encoding="utf-8")
     os.environ[PASSWORD_ENV] = "demo-password"
     imap.add_user("support", os.environ[PASSWORD_ENV])
     settings = Settings(
@@ -127,6 +210,8 @@ def run_demo(workdir: Path | None = None, keep: bool = False) -> int:
             )
         ],
         intake=Intake(enabled=True, protocol="lmtp", port=0, recipients=[SUPPORT, SALES]),
+        paths=Paths(rules=base / "rules.yaml", templates=ROOT / "templates"),
+        relay=Relay(enabled=True, host="127.0.0.1", port=sink.port, tls="none", idle_wait=0.1),
     ).resolve(base)
     db = Database(settings.database_url)
     db.upgrade()
@@ -134,6 +219,7 @@ def run_demo(workdir: Path | None = None, keep: bool = False) -> int:
     mail = samples()
     print("mailcare demo")
     print(f"  embedded IMAP server (pymap, in memory) on 127.0.0.1:{imap.port}")
+    print(f"  SMTP relay for outgoing mail (an in-memory sink) on 127.0.0.1:{sink.port}")
     try:
         app.start()
         assert app.listener is not None
@@ -146,6 +232,8 @@ def run_demo(workdir: Path | None = None, keep: bool = False) -> int:
             for sample in mail:
                 if sample.via == "imap":
                     client.append("INBOX", sample.raw)
+            for _, raw in MACHINE_MAIL:
+                client.append("INBOX", raw)
         for sample in mail:
             if sample.via == "lmtp":
                 replies = _deliver_lmtp(app.listener.port, sample)
@@ -154,8 +242,9 @@ def run_demo(workdir: Path | None = None, keep: bool = False) -> int:
                     print(f"  LMTP {sample.key} to {', '.join(sample.recipients)}: {shown}")
         by_imap = sum(1 for s in mail if s.via == "imap")
         print(f"  delivered {by_imap} messages by IMAP APPEND and {len(mail) - by_imap} by LMTP")
-        distinct = len({s.raw for s in mail})
+        distinct = len({s.raw for s in mail}) + len(MACHINE_MAIL)
         _wait_until_processed(db, distinct)
+        sent = _wait_until_sent(db, sink)
         elapsed = time.monotonic() - started
         status = collect(db, app.clock)
         print(
@@ -166,11 +255,14 @@ def run_demo(workdir: Path | None = None, keep: bool = False) -> int:
         print()
         print(_report(db, app.rules.conversations.ticket_prefix))
         print()
+        print(_replies_report(db, sink, sent))
+        print()
         print("mailcare status:")
         print(render(status))
     finally:
         app.stop()
         imap.stop()
+        sink.stop()
         if own_dir and not keep:
             shutil.rmtree(base, ignore_errors=True)
         elif keep or not own_dir:

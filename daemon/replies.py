@@ -83,13 +83,15 @@ def reply_recipient(item: Work) -> str | None:
     return None
 
 
-def matching_rule(rules: Rules, item: Work, tier: str | None) -> ReplyRule | None:
-    """The first auto-reply rule whose conditions all hold for this message."""
+def matching_rule(
+    rules: Rules, item: Work, tier: str | None, follow_ups: bool = False
+) -> ReplyRule | None:
+    """The first auto-reply rule whose conditions all hold (follow_ups: ignoring that one)."""
     message = item.message()
     addressed = {a.addr.strip().lower() for a in [*message.to, *message.cc]}
     for rule in rules.auto_replies.rules:
         when = rule.when
-        if when.new_conversation and item.facts.get("conversation_new") is False:
+        if when.new_conversation and not follow_ups and item.facts.get("conversation_new") is False:
             continue
         if when.mailboxes is not None and item.mailbox not in when.mailboxes:
             continue
@@ -269,6 +271,12 @@ class Replier:
             return Decision(None, None, f"automated mail ({verdict.kind}): {verdict.reason}")
         rule = matching_rule(rules, item, tier)
         if rule is None:
+            if item.facts.get("conversation_new") is False and matching_rule(
+                rules, item, tier, follow_ups=True
+            ):
+                return Decision(
+                    None, None, "a follow-up in an open conversation: rules answer new requests"
+                )
             return Decision(None, None, "no auto-reply rule matches")
         recipient = reply_recipient(item)
         if recipient is None or not valid_address(recipient):

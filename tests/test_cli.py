@@ -178,9 +178,14 @@ def test_demo_runs_from_a_clean_environment(tmp_path: Path) -> None:
     result = mailcare("demo", "--workdir", str(tmp_path / "demo"), env={"MAILCARE_CONFIG": ""})
     out = result.stdout
     assert "0 quarantined" in out
-    assert "stored and processed 31 distinct messages" in out
-    assert "Conversations (27)" in out  # 4 follow-ups joined their threads, 1 copy merged
+    # 31 sample messages and 2 machine messages (an out-of-office reply and a bounce)
+    assert "stored and processed 33 distinct messages" in out
+    assert "Conversations (29)" in out  # 4 follow-ups joined their threads, 1 copy merged
     assert "开票信息.csv (text/csv" in out
+    # one auto-reply per new request: 27 people, none to the two machines
+    assert "Auto-replies sent to the relay: 27" in out
+    assert "automated mail (auto-reply)" in out
+    assert "automated mail (bounce)" in out
 
 
 def test_classifier_commands_run_through_mailcare(tmp_path: Path) -> None:
