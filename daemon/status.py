@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from .database import Database
 from .inbox import FOLDERS, MESSAGES
 from .interfaces import Clock
+from .outbox import OUTBOX
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class Status:
 
     folders: list[FolderStatus]
     queue: dict[str, int]
+    outbox: dict[str, int] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         def plain(value: Any) -> Any:
@@ -46,6 +48,7 @@ class Status:
         return {
             "folders": [{k: plain(v) for k, v in asdict(f).items()} for f in self.folders],
             "queue": self.queue,
+            "outbox": self.outbox,
         }
 
 
@@ -56,6 +59,9 @@ def collect(db: Database, clock: Clock) -> Status:
         rows = conn.execute(select(FOLDERS).order_by(FOLDERS.c.mailbox, FOLDERS.c.folder)).all()
         counts: dict[str, int] = dict(
             conn.execute(select(MESSAGES.c.state, func.count()).group_by(MESSAGES.c.state)).all()
+        )
+        outgoing: dict[str, int] = dict(
+            conn.execute(select(OUTBOX.c.state, func.count()).group_by(OUTBOX.c.state)).all()
         )
     folders = [
         FolderStatus(
@@ -78,7 +84,11 @@ def collect(db: Database, clock: Clock) -> Status:
     queue = {
         state: int(counts.get(state, 0)) for state in ("new", "processing", "done", "quarantined")
     }
-    return Status(folders, queue)
+    outbox = {
+        state: int(outgoing.get(state, 0))
+        for state in ("queued", "sending", "sent", "failed", "uncertain")
+    }
+    return Status(folders, queue, outbox)
 
 
 def _age(seconds: float | None) -> str:
@@ -122,4 +132,11 @@ def render(status: Status) -> str:
         f"queue: {q['new']} new, {q['processing']} processing, {q['done']} done, "
         f"{q['quarantined']} quarantined"
     )
+    o = status.outbox
+    if any(o.values()):
+        lines.append(
+            f"outbox: {o['queued']} queued, {o['sending']} sending, {o['sent']} sent, "
+            f"{o['failed']} failed, {o['uncertain']} uncertain"
+            + ("  (see: mailcare outbox list --state uncertain)" if o["uncertain"] else "")
+        )
     return "\n".join(lines)

@@ -46,11 +46,17 @@ def write_rules(path: Path, text: str = RULES) -> Path:
     return path
 
 
-def make_app(db_url: str, tmp_path: Path, clock: FrozenClock, **values: Any) -> App:
+def make_app(
+    db_url: str,
+    tmp_path: Path,
+    clock: FrozenClock,
+    paths_templates: Path = ROOT / "templates",
+    **values: Any,
+) -> App:
     rules = write_rules(tmp_path / "rules.yaml")
     settings = settings_for(
         db_url,
-        paths={"rules": str(rules), "templates": str(ROOT / "templates")},
+        paths={"rules": str(rules), "templates": str(paths_templates)},
         relay={"enabled": True, "host": "127.0.0.1", "port": 2525, "tls": "none"},
         **values,
     )
@@ -295,3 +301,52 @@ def test_count_of_outgoing_rows_matches_decisions(app: App) -> None:
         rows = conn.execute(select(func.count()).select_from(OUTBOX)).scalar_one()
     assert rows == 20
     assert all(d == "auto-reply by rule acknowledge" for d in decisions(app).values())
+
+
+def templates_copy(tmp_path: Path) -> Path:
+    import shutil
+
+    target = tmp_path / "templates"
+    shutil.copytree(ROOT / "templates", target)
+    return target
+
+
+def test_a_broken_template_sends_nothing_and_says_why(
+    db_url: str, tmp_path: Path, clock: FrozenClock
+) -> None:
+    templates = templates_copy(tmp_path)
+    application = make_app(db_url, tmp_path, clock, paths_templates=templates)
+    try:
+        for variant in (templates / "replies" / "acknowledge").glob("*.txt"):
+            variant.write_text("Subject: {{ nosuch.field }}\n\nHello\n", encoding="utf-8")
+        deliver(application, make_mail(to=SUPPORT, message_id="<t1@c.example>"))
+        assert outgoing(application) == []
+        reason = decisions(application)["<t1@c.example>"]
+        assert reason.startswith("not sent: template error") and "nosuch" in reason
+        with application.db.reading() as conn:
+            assert conn.execute(select(Message.state)).scalar_one() == "done"
+        # the admin fixes the template: the next request is answered without a restart
+        (templates / "replies" / "acknowledge" / "default.txt").write_text(
+            "Subject: {{ ticket }} Thanks\n\nWe got your message.\n", encoding="utf-8"
+        )
+        for variant in (templates / "replies" / "acknowledge").glob("*.txt"):
+            if variant.name != "default.txt":
+                variant.unlink()
+        for variant in (templates / "replies" / "acknowledge").glob("*.html"):
+            variant.unlink()
+        deliver(
+            application, make_mail(to=SUPPORT, message_id="<t2@c.example>", sender="b@c.example")
+        )
+        [reply] = outgoing(application)
+        assert reply["Subject"].endswith("] Thanks")
+    finally:
+        application.db.dispose()
+
+
+def test_status_reports_the_outbox(app: App) -> None:
+    from daemon.status import collect, render
+
+    deliver(app, make_mail(to=SUPPORT))
+    status = collect(app.db, app.clock)
+    assert status.outbox["queued"] == 1
+    assert "outbox: 1 queued" in render(status)
