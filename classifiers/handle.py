@@ -71,7 +71,8 @@ class ModelHandle:
                     exc,
                 )
                 return False
-            if model.sha256 and model.sha256 == self._model.sha256:
+            # an edited JSON (e.g. thresholds) counts as a new model; a touched file does not
+            if model.sha256 == self._model.sha256 and model.metadata == self._model.metadata:
                 self._signature = signature
                 return False
             self._signature = signature

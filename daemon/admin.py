@@ -137,7 +137,8 @@ def cmd_suppressions_remove(args: argparse.Namespace) -> int:
 
 
 def cmd_templates_check(args: argparse.Namespace) -> int:
-    from .render import TemplateStore, check, sample_context
+    from .render import TemplateStore
+    from .template_check import check, sample_context
 
     settings = _settings(args)
     root = Path(args.directory) if args.directory else settings.paths.templates

@@ -125,11 +125,23 @@ def build_app(settings: Settings, **overrides: Any) -> App:
     replier = None
     if "reply" in step_names:
         replier = build_replier(settings, rules_file, identity, outbox, db, clock)
+    classifier = None
+    if "classify" in step_names:
+        from .routing import Classifier
+
+        classifier = Classifier(
+            settings.paths.models,
+            rules_file,
+            outbox if settings.relay.enabled else None,
+            identity,
+            instance_key(db, "message-id"),
+        )
     steps = build_steps(
         step_names,
         conversation_rules=rules.conversations,
         identity=identity,
         replier=replier,
+        classifier=classifier,
     )
     runner = Runner(
         db,
@@ -162,7 +174,12 @@ def build_app(settings: Settings, **overrides: Any) -> App:
         sender = Sender(outbox, settings.relay, clock)
         outbox.subscribe(sender.wake)
     if replier is not None:
-        runner.before_batch(replier.refresh)
+        runner.before_batch(replier.refresh)  # rules, templates, FAQ
+    elif classifier is not None:
+        runner.before_batch(rules_file.refresh)
+    if classifier is not None:
+        runner.before_batch(classifier.refresh)
+    if settings.relay.enabled:
         runner.after_commit(outbox.notify)
     return App(
         settings, rules, db, clock, owner, inbox, ledger, imap, runner, listener, outbox, sender

@@ -37,6 +37,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     # with several runner processes, this one only takes mail in and they process it;
     # they are started before this process has threads or database connections
     runners = RunnerProcesses(settings, settings.runner.processes)
+    if "classify" in settings.runner.steps:
+        import classifiers.handle  # noqa: F401  loaded once, before the runners fork
     if settings.runner.processes > 1:
         db.dispose()
         runners.start()

@@ -118,6 +118,20 @@ def _report(db: Database, prefix: str) -> str:
                 )
             ).all()
         )
+        first = (
+            select(func.min(MESSAGES.c.id)).group_by(MESSAGES.c.conversation_id).scalar_subquery()
+        )
+        routes = {
+            r.conversation_id: r
+            for r in conn.execute(
+                select(
+                    MESSAGES.c.conversation_id,
+                    MESSAGES.c.department,
+                    MESSAGES.c.urgency,
+                    MESSAGES.c.triage,
+                ).where(MESSAGES.c.id.in_(first))
+            )
+        }
         attachments = conn.execute(
             select(Attachment.filename, Attachment.content_type, Attachment.size)
         ).all()
@@ -127,13 +141,20 @@ def _report(db: Database, prefix: str) -> str:
             .limit(5)
         ).all()
         contact_total = conn.execute(select(func.count()).select_from(Contact)).scalar_one()
-    lines.append(f"Conversations ({len(conversations)}):")
+    lines.append(
+        f"Conversations ({len(conversations)}): department/urgency of the first message "
+        "(* = the model was unsure: needs triage)"
+    )
     for conv in conversations:
         who = f"{conv.name} <{conv.address}>" if conv.name else (conv.address or "?")
         tag = f"[{prefix}#{conv.id}]"
+        route = routes.get(conv.id)
+        routed = "-"
+        if route is not None and route.department:
+            routed = f"{route.department}/{route.urgency or '?'}" + ("*" if route.triage else "")
         lines.append(
             f"  {tag:<9} {languages.get(conv.id) or '?':<3} {conv.message_count} msg  "
-            f"{conv.subject[:48]:<48}  {who}"
+            f"{routed:<28} {conv.subject[:44]:<44}  {who}"
         )
     lines.append("")
     lines.append(f"Attachments recorded: {len(attachments)}")
@@ -210,7 +231,9 @@ def run_demo(workdir: Path | None = None, keep: bool = False) -> int:
             )
         ],
         intake=Intake(enabled=True, protocol="lmtp", port=0, recipients=[SUPPORT, SALES]),
-        paths=Paths(rules=base / "rules.yaml", templates=ROOT / "templates"),
+        paths=Paths(
+            rules=base / "rules.yaml", templates=ROOT / "templates", models=ROOT / "models"
+        ),
         relay=Relay(enabled=True, host="127.0.0.1", port=sink.port, tls="none", idle_wait=0.1),
     ).resolve(base)
     db = Database(settings.database_url)

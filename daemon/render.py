@@ -21,26 +21,22 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import jinja2
 from jinja2 import meta
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from .errors import TemplateError
-from .html_text import html_to_text
 
 __all__ = [
     "FAMILIES",
-    "Finding",
+    "PLAIN_NAME",
+    "VARIANT_NAME",
     "Rendered",
-    "SampleContext",
     "TemplateStore",
-    "check",
-    "sample_context",
     "variant_chain",
 ]
 
@@ -48,23 +44,16 @@ logger = logging.getLogger(__name__)
 
 FAMILIES = ("replies", "notifications", "campaigns", "surveys")
 SUBJECT_MAX_CHARS = 200
-SUBJECT_ADVISED_CHARS = 78
-BODY_ADVISED_WORDS = 200
-# Mostly-a-copy: this share of the body's words already stands in the subject.
-SUBJECT_COPY_SHARE = 0.7
 
-_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*\Z")
-_VARIANT = re.compile(r"[a-z0-9][a-z0-9_-]*(?:\.[a-z0-9][a-z0-9_-]*){0,2}\Z")
-_LANGUAGE_PART = re.compile(r"[a-z]{2,3}\Z")
+# A template or selector name; a variant is one to three of them joined by dots.
+PLAIN_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*\Z")
+VARIANT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*(?:\.[a-z0-9][a-z0-9_-]*){0,2}\Z")
 _SUBJECT_LINE = re.compile(r"subject:[ \t]*", re.IGNORECASE)
 # Every whitespace and control character, CR and LF included: a subject is one header line.
 _SUBJECT_SPACE = re.compile(r"[\s\x00-\x1f\x7f-\x9f]+")
 _BLANK_RUNS = re.compile(r"\n{3,}")
-_CJK_CHAR = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
-_WORD = re.compile(r"[^\W_\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
 
 Fingerprint = frozenset[tuple[str, int, int]]
-SampleContext = Callable[[str | None], Mapping[str, object]] | Mapping[str, object]
 
 
 @dataclass(frozen=True)
@@ -75,15 +64,6 @@ class Rendered:
     text: str
     html: str | None
     variant: str
-
-
-@dataclass(frozen=True)
-class Finding:
-    """A problem `check` found in a template variant (path relative to the template root)."""
-
-    path: str
-    level: Literal["error", "warning"]
-    message: str
 
 
 @dataclass(frozen=True)
@@ -118,7 +98,7 @@ def _selector(value: str | None, kind: str) -> str | None:
     part = value.strip().lower()
     if kind == "language":  # zh-CN and zh_Hans select by their primary language, zh
         part = part.replace("_", "-").split("-", 1)[0]
-    if _NAME.match(part):
+    if PLAIN_NAME.match(part):
         return part
     logger.warning("template %s %r is not a plain name; ignored for variant selection", kind, value)
     return None
@@ -234,7 +214,7 @@ class TemplateStore:
 
     def _checked(self, value: str, kind: str) -> str:
         """Return a family or template name, refusing anything that is not a plain name."""
-        if (kind == "family" and value not in FAMILIES) or not _NAME.match(value):
+        if (kind == "family" and value not in FAMILIES) or not PLAIN_NAME.match(value):
             raise TemplateError(f"{self.root / value}: no template {kind} {value!r}")
         return value
 
@@ -296,7 +276,7 @@ class TemplateStore:
         compiled = self._compiled.get(path)
         if compiled is not None:
             return compiled
-        if not _VARIANT.match(variant) or f"{variant}.txt" not in files:
+        if not VARIANT_NAME.match(variant) or f"{variant}.txt" not in files:
             raise TemplateError(f"{self.root / path}: no such template")
         source = self._source(path)
         first, _, rest = source.removeprefix("\ufeff").partition("\n")
@@ -358,181 +338,3 @@ class TemplateStore:
             located = f"{where}:{line}" if line else str(where)
             kind = "undefined" if isinstance(exc, jinja2.UndefinedError) else type(exc).__name__
             raise TemplateError(f"{located}: {kind}: {exc}") from exc
-
-
-def sample_context(language: str | None = "en") -> dict[str, object]:
-    """Return realistic template variables for previews and `check` (Chinese for `zh`)."""
-    if language == "zh":
-        return {
-            "ticket": "[MC#1042]",
-            "ticket_id": 1042,
-            "customer": {"name": "王芳", "address": "wang.fang@example.cn", "tier": "ordinary"},
-            "subject": "发票金额不对",
-            "department": "billing",
-            "urgency": "normal",
-            "language": "zh",
-            "expected_answer": {
-                "at": "2026-01-05T10:00:00+08:00",
-                "text": "周一 10:00 之前（Asia/Shanghai）",
-                "business_minutes": 480,
-            },
-            "faq": [
-                {
-                    "id": "fapiao",
-                    "question": "如何申请发票？",
-                    "answer": "请在“我的订单”中选择订单，点击“申请发票”即可。",
-                    "url": "https://example.com/zh/faq/fapiao",
-                }
-            ],
-            "company": {"name": "示例科技", "signature": "示例科技客服团队"},
-        }
-    return {
-        "ticket": "[MC#1042]",
-        "ticket_id": 1042,
-        "customer": {"name": "Anna Schmidt", "address": "anna@example.com", "tier": "ordinary"},
-        "subject": "My invoice shows the wrong amount",
-        "department": "billing",
-        "urgency": "normal",
-        "language": language or "en",
-        "expected_answer": {
-            "at": "2026-01-05T10:00:00+01:00",
-            "text": "by Monday 10:00 (Europe/Berlin)",
-            "business_minutes": 480,
-        },
-        "faq": [
-            {
-                "id": "invoice-copy",
-                "question": "How do I get a copy of my invoice?",
-                "answer": "Open Orders in your account and choose Download invoice.",
-                "url": "https://example.com/faq/invoice-copy",
-            },
-            {
-                "id": "refund-policy",
-                "question": "How long does a refund take?",
-                "answer": "Refunds reach your account within 5 business days.",
-                "url": None,
-            },
-        ],
-        "company": {"name": "Example Ltd", "signature": "The Example support team"},
-    }
-
-
-def _word_count(text: str) -> float:
-    """Return the words of a text; a Chinese character counts as half a word."""
-    return len(_WORD.findall(text)) + len(_CJK_CHAR.findall(text)) / 2
-
-
-def _tokens(text: str) -> list[str]:
-    """Return lower-cased words and single CJK characters, for comparing texts."""
-    return [*(w.lower() for w in _WORD.findall(text)), *_CJK_CHAR.findall(text)]
-
-
-def _contexts(sample: SampleContext, language: str | None) -> list[dict[str, object]]:
-    """Return the sample, then the same without FAQ entries and without a customer name."""
-    base = dict(sample(language) if callable(sample) else sample)
-    contexts = [base, {**base, "faq": []}]
-    customer = base.get("customer")
-    if isinstance(customer, Mapping):
-        contexts.append({**base, "customer": {**customer, "name": None}})
-    return contexts
-
-
-def _advice(family: str, path: str, rendered: Rendered, ticket: object) -> list[Finding]:
-    """Return the writing-advice warnings for one rendered variant."""
-    warnings: list[str] = []
-    subject, body = rendered.subject, rendered.text
-    if not subject:
-        warnings.append("the subject is empty")
-    elif len(subject) > SUBJECT_ADVISED_CHARS:
-        warnings.append(
-            f"the subject has {len(subject)} characters with sample data; keep it under "
-            f"{SUBJECT_ADVISED_CHARS} so that mail clients show it whole"
-        )
-    if family == "replies" and isinstance(ticket, str) and ticket not in subject:
-        warnings.append(f"the subject lacks the ticket tag {ticket}; customer replies lose it")
-    words = _word_count(body)
-    if not body.strip():
-        warnings.append("the plain-text body is empty; text-only mail clients show nothing")
-    elif words > BODY_ADVISED_WORDS:
-        warnings.append(
-            f"the plain-text body has about {words:.0f} words with sample data; keep it short "
-            f"(under {BODY_ADVISED_WORDS})"
-        )
-    body_tokens, subject_tokens = _tokens(body), set(_tokens(subject))
-    if body_tokens and subject_tokens:
-        copied = sum(token in subject_tokens for token in body_tokens) / len(body_tokens)
-        if copied >= SUBJECT_COPY_SHARE:
-            warnings.append("the body mostly repeats the subject; say what the subject cannot")
-    if rendered.html is not None and not html_to_text(rendered.html).strip():
-        warnings.append("the HTML alternative shows no text")
-    return [Finding(path, "warning", message) for message in warnings]
-
-
-def _check_variant(
-    store: TemplateStore, family: str, name: str, variant: str, sample: SampleContext
-) -> list[Finding]:
-    """Render one variant with every sample context and collect errors and advice."""
-    path = f"{family}/{name}/{variant}.txt"
-    language = next((p for p in variant.split(".") if _LANGUAGE_PART.match(p)), None)
-    contexts = _contexts(sample, language)
-    rendered = []
-    for context in contexts:
-        try:
-            rendered.append(store.render_variant(family, name, variant, context))
-        except TemplateError as exc:
-            return [Finding(path, "error", str(exc))]
-    findings = _advice(family, path, rendered[0], contexts[0].get("ticket"))
-    if family == "replies" and "ticket" not in store.variables(family, name, variant):
-        findings.append(Finding(path, "warning", "the reply never uses {{ ticket }}"))
-    return findings
-
-
-def _check_template(
-    store: TemplateStore, family: str, name: str, sample: SampleContext
-) -> list[Finding]:
-    """Check every variant and stray file of one template directory."""
-    findings: list[Finding] = []
-    files = store.files(family, name)
-    base = f"{family}/{name}"
-    if "default.txt" not in files:
-        findings.append(
-            Finding(base, "warning", "no default.txt: mail matching no variant gets none")
-        )
-    for file in sorted(files):
-        stem, dot, suffix = file.rpartition(".")
-        if file.startswith((".", "_")):
-            continue
-        if not dot or suffix not in ("txt", "html"):
-            message = "ignored: only <variant>.txt and <variant>.html files are templates"
-            findings.append(Finding(f"{base}/{file}", "warning", message))
-        elif not _VARIANT.match(stem):
-            message = "never selected: a variant is lower-case parts joined by dots, e.g. sales.en"
-            findings.append(Finding(f"{base}/{file}", "warning", message))
-        elif suffix == "html" and f"{stem}.txt" not in files:
-            message = f"never used: HTML needs {stem}.txt (subject and text) beside it"
-            findings.append(Finding(f"{base}/{file}", "warning", message))
-        elif suffix == "txt":
-            findings.extend(_check_variant(store, family, name, stem, sample))
-    return findings
-
-
-def check(store: TemplateStore, sample: SampleContext = sample_context) -> list[Finding]:
-    """Render every variant of every template with sample data; return errors and advice."""
-    findings: list[Finding] = []
-    for family in FAMILIES:
-        directory = store.root / family
-        if not directory.is_dir():
-            continue
-        for entry in sorted(directory.iterdir(), key=lambda p: p.name):
-            if entry.name.startswith((".", "_")):
-                continue
-            relative = f"{family}/{entry.name}"
-            if not entry.is_dir():
-                message = "ignored: templates live in <family>/<name>/<variant>.txt"
-                findings.append(Finding(relative, "warning", message))
-            elif not _NAME.match(entry.name):
-                message = "never used: a template name is lower-case letters, digits, - and _"
-                findings.append(Finding(relative, "warning", message))
-            else:
-                findings.extend(_check_template(store, family, entry.name, sample))
-    return findings

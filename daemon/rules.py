@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from .calendar import CalendarConfig
+from .calendar_config import CalendarConfig
 from .configfile import load_yaml, validate
 from .errors import ConfigError
 
@@ -128,6 +128,72 @@ class AutoReplies(_Strict):
         return self
 
 
+Keyword = Annotated[str, Field(pattern=r"^\$?[A-Za-z0-9_.-]{1,64}$")]
+
+
+class Labels(_Strict):
+    """Rename or regroup the model's labels: model label -> the label mailcare uses."""
+
+    department: dict[str, Name] = Field(default_factory=dict)
+    urgency: dict[str, Name] = Field(default_factory=dict)
+
+
+class Department(_Strict):
+    """Where agents see a department's mail: an IMAP folder, keywords, a forward."""
+
+    folder: str | None = None
+    keywords: list[Keyword] = Field(default_factory=list)
+    forward: Annotated[str, Field(pattern=_ADDRESS)] | None = None
+
+
+class OverrideMatch(_Strict):
+    """Conditions of an override; all given ones must hold."""
+
+    sender_domains: list[str] | None = None
+    senders: list[Annotated[str, Field(pattern=_ADDRESS)]] | None = None
+    subject: str | None = None  # a regular expression, searched case-insensitively
+    body: str | None = None
+    tiers: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _patterns_compile(self) -> OverrideMatch:
+        for pattern in (self.subject, self.body):
+            if pattern is not None:
+                try:
+                    re.compile(pattern)
+                except re.error as exc:
+                    raise ValueError(f"bad regular expression {pattern!r}: {exc}") from exc
+        return self
+
+
+class Override(_Strict):
+    """A rule that decides department and/or urgency instead of the model."""
+
+    name: Name
+    when: OverrideMatch
+    department: Name | None = None
+    urgency: Name | None = None
+
+    @model_validator(mode="after")
+    def _decides_something(self) -> Override:
+        if self.department is None and self.urgency is None:
+            raise ValueError("an override sets `department`, `urgency` or both")
+        return self
+
+
+class Routing(_Strict):
+    """Classification: the model, where unsure mail goes, and how decisions become visible."""
+
+    model: Name = "default"
+    triage_department: Name = "general"
+    triage_keyword: Keyword = "$NeedsTriage"
+    departments: dict[Name, Department] = Field(default_factory=dict)
+    urgency_keywords: dict[Name, list[Keyword]] = Field(default_factory=dict)
+    overrides: list[Override] = Field(default_factory=list)
+    # a message moved into another department's folder by an agent is a correction
+    learn_from_moves: bool = True
+
+
 class Rules(_Strict):
     """Everything rules.yaml decides."""
 
@@ -135,6 +201,8 @@ class Rules(_Strict):
     conversations: ConversationRules = ConversationRules()
     identity: Identity = Identity()
     calendars: dict[Name, CalendarConfig] = Field(default_factory=dict)
+    labels: Labels = Labels()
+    routing: Routing = Routing()
     auto_replies: AutoReplies = AutoReplies()
 
     @model_validator(mode="after")

@@ -138,7 +138,7 @@ class Runner(_Strict):
     # two to be fastest on two cores)
     processes: int = Field(default_factory=lambda: min(os.cpu_count() or 1, 2), ge=1, le=64)
     steps: list[str] = Field(
-        default_factory=lambda: ["parse", "screen", "thread", "contact", "reply"]
+        default_factory=lambda: ["parse", "screen", "thread", "contact", "classify", "reply"]
     )
     max_attempts: int = Field(default=3, ge=1)
     claim_ttl: float = Field(default=60.0, gt=0)

@@ -169,6 +169,10 @@ class Message(Base):
     automated_reason: Mapped[str | None] = mapped_column(Text)
     department: Mapped[str | None] = mapped_column(String(64))
     urgency: Mapped[str | None] = mapped_column(String(32))
+    department_confidence: Mapped[float | None] = mapped_column(Float)
+    urgency_confidence: Mapped[float | None] = mapped_column(Float)
+    triage: Mapped[bool | None] = mapped_column(Boolean)
+    route_reason: Mapped[str | None] = mapped_column(Text)
     reply_decision: Mapped[str | None] = mapped_column(Text)
 
 
@@ -191,6 +195,10 @@ class Delivery(Base):
     recipient: Mapped[str | None] = mapped_column(String(320))
     delivered_at: Mapped[datetime] = mapped_column(Instant())
     disposition: Mapped[str] = mapped_column(String(16), default="none")
+    # routing decided by the classify step: keywords to set, a folder to move into
+    route_state: Mapped[str] = mapped_column(String(16), default="none")
+    route_folder: Mapped[str | None] = mapped_column(String(512))
+    route_keywords: Mapped[str | None] = mapped_column(Text)
 
 
 class Attachment(Base):
@@ -299,3 +307,17 @@ class InstanceKey(Base):
 
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(String(200))
+
+
+class Correction(Base):
+    """An agent's correction of a classification: training data for the next model."""
+
+    __tablename__ = "corrections"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    message_pk: Mapped[int] = mapped_column(ForeignKey("messages.id"), index=True)
+    head: Mapped[str] = mapped_column(String(16))
+    previous: Mapped[str | None] = mapped_column(String(64))
+    label: Mapped[str] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(Instant(), index=True)

@@ -17,7 +17,14 @@ from .settings import Settings
 log = logging.getLogger(__name__)
 
 # what a replacement runner process needs, loaded once by the fork server that starts it
-PRELOAD = ["daemon.app", "daemon.message", "sqlalchemy.dialects.sqlite", "psycopg"]
+PRELOAD = [
+    "daemon.app",
+    "daemon.message",
+    "daemon.routing",
+    "classifiers.handle",
+    "sqlalchemy.dialects.sqlite",
+    "psycopg",
+]
 
 
 def configure_logging(level: str) -> None:

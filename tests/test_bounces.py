@@ -4,14 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from daemon.bounces import (
-    HARD_REASONS,
-    Bounce,
-    FailedRecipient,
-    classify,
-    parse_plain_bounce,
-    text_blocks,
-)
+from daemon.bounce_reasons import HARD_REASONS, classify
+from daemon.bounces import Bounce, FailedRecipient, parse_plain_bounce, text_blocks
 from daemon.message import parse_message
 
 

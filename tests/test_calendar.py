@@ -15,14 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
-from daemon.calendar import (
-    BusinessCalendar,
-    CalendarConfig,
-    OpeningWindow,
-    describe,
-    due_at,
-    weekly_windows,
-)
+from daemon.calendar import BusinessCalendar, describe, due_at
+from daemon.calendar_config import CalendarConfig, OpeningWindow, weekly_windows
 from daemon.configfile import load_yaml, validate
 from daemon.errors import ConfigError
 

@@ -8,15 +8,8 @@ from pathlib import Path
 import pytest
 
 from daemon.errors import TemplateError
-from daemon.render import (
-    BODY_ADVISED_WORDS,
-    SUBJECT_MAX_CHARS,
-    Finding,
-    TemplateStore,
-    check,
-    sample_context,
-    variant_chain,
-)
+from daemon.render import SUBJECT_MAX_CHARS, TemplateStore, variant_chain
+from daemon.template_check import BODY_ADVISED_WORDS, Finding, check, sample_context
 
 SHIPPED = Path(__file__).resolve().parent.parent / "templates"
 SIMPLE = "Subject: {{{{ ticket }}}} {{{{ subject }}}}\n\nHello from {variant}, {{{{ ticket }}}}.\n"

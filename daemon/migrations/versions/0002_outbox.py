@@ -1,8 +1,8 @@
-"""outbox, suppressions, bounces, reply limits, FAQ offers
+"""outbox, suppressions, bounces, reply limits, FAQ offers, routing, corrections
 
 Revision ID: 0002
 Revises: 0001
-Create Date: 2026-11-22 22:44:27.033331
+Create Date: 2026-11-22 23:19:40.134237
 """
 
 from __future__ import annotations
@@ -52,6 +52,21 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_bounces_message_pk"), ["message_pk"], unique=False)
         batch_op.create_index(batch_op.f("ix_bounces_original_message_id"), ["original_message_id"], unique=False)
         batch_op.create_index(batch_op.f("ix_bounces_recipient"), ["recipient"], unique=False)
+
+    op.create_table("corrections",
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+    sa.Column("message_pk", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+    sa.Column("head", sa.String(length=16), nullable=False),
+    sa.Column("previous", sa.String(length=64), nullable=True),
+    sa.Column("label", sa.String(length=64), nullable=False),
+    sa.Column("source", sa.String(length=32), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(["message_pk"], ["messages.id"], name=op.f("fk_corrections_message_pk_messages")),
+    sa.PrimaryKeyConstraint("id", name=op.f("pk_corrections"))
+    )
+    with op.batch_alter_table("corrections", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_corrections_created_at"), ["created_at"], unique=False)
+        batch_op.create_index(batch_op.f("ix_corrections_message_pk"), ["message_pk"], unique=False)
 
     op.create_table("faq_offers",
     sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
@@ -105,11 +120,20 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(["message_pk"], ["messages.id"], name=op.f("fk_suppressions_message_pk_messages")),
     sa.PrimaryKeyConstraint("address", name=op.f("pk_suppressions"))
     )
+    with op.batch_alter_table("deliveries", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("route_state", sa.String(length=16), nullable=False, server_default="none"))
+        batch_op.add_column(sa.Column("route_folder", sa.String(length=512), nullable=True))
+        batch_op.add_column(sa.Column("route_keywords", sa.Text(), nullable=True))
+
     with op.batch_alter_table("messages", schema=None) as batch_op:
         batch_op.add_column(sa.Column("automated", sa.String(length=32), nullable=True))
         batch_op.add_column(sa.Column("automated_reason", sa.Text(), nullable=True))
         batch_op.add_column(sa.Column("department", sa.String(length=64), nullable=True))
         batch_op.add_column(sa.Column("urgency", sa.String(length=32), nullable=True))
+        batch_op.add_column(sa.Column("department_confidence", sa.Float(), nullable=True))
+        batch_op.add_column(sa.Column("urgency_confidence", sa.Float(), nullable=True))
+        batch_op.add_column(sa.Column("triage", sa.Boolean(), nullable=True))
+        batch_op.add_column(sa.Column("route_reason", sa.Text(), nullable=True))
         batch_op.add_column(sa.Column("reply_decision", sa.Text(), nullable=True))
 
     
@@ -119,10 +143,19 @@ def downgrade() -> None:
     
     with op.batch_alter_table("messages", schema=None) as batch_op:
         batch_op.drop_column("reply_decision")
+        batch_op.drop_column("route_reason")
+        batch_op.drop_column("triage")
+        batch_op.drop_column("urgency_confidence")
+        batch_op.drop_column("department_confidence")
         batch_op.drop_column("urgency")
         batch_op.drop_column("department")
         batch_op.drop_column("automated_reason")
         batch_op.drop_column("automated")
+
+    with op.batch_alter_table("deliveries", schema=None) as batch_op:
+        batch_op.drop_column("route_keywords")
+        batch_op.drop_column("route_folder")
+        batch_op.drop_column("route_state")
 
     op.drop_table("suppressions")
     with op.batch_alter_table("outbox", schema=None) as batch_op:
@@ -135,6 +168,11 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_faq_offers_entry"))
 
     op.drop_table("faq_offers")
+    with op.batch_alter_table("corrections", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_corrections_message_pk"))
+        batch_op.drop_index(batch_op.f("ix_corrections_created_at"))
+
+    op.drop_table("corrections")
     with op.batch_alter_table("bounces", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_bounces_recipient"))
         batch_op.drop_index(batch_op.f("ix_bounces_original_message_id"))

@@ -1,0 +1,290 @@
+"""The classify step: department and urgency from the model, overridden by rules.yaml.
+
+The decision and its reason are stored with the message; where agents work it becomes
+visible as IMAP keywords and a move into the department's folder (executed by the folder
+worker) and, if rules.yaml says so, as a forward to the department's address (an outbox
+row, sent once).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection, Table, bindparam, select, update
+
+from .compose import bare_id, clean, message_id
+from .errors import ConfigError
+from .outbox import Outbox, OutgoingMail
+from .pipeline import Work, register
+from .rules import Override, Rules, RulesFile
+from .screening import Identity
+from .tables import Contact, Delivery
+
+if TYPE_CHECKING:
+    from classifiers.handle import ModelHandle
+    from classifiers.model import Prediction
+
+log = logging.getLogger(__name__)
+
+DELIVERIES: Table = Delivery.__table__  # type: ignore[assignment]
+CONTACTS: Table = Contact.__table__  # type: ignore[assignment]
+
+
+@dataclass
+class Route:
+    """What the classify step decided for one message, and why."""
+
+    department: str | None
+    urgency: str | None
+    department_confidence: float | None
+    urgency_confidence: float | None
+    triage: bool
+    reason: str
+
+
+def _override_matches(override: Override, item: Work, tier: str | None) -> str | None:
+    """Why the override applies to this message, or None."""
+    when = override.when
+    message = item.message()
+    sender = (message.sender.addr if message.sender else "").strip().lower()
+    why: list[str] = []
+    if when.senders is not None:
+        if sender not in {s.lower() for s in when.senders}:
+            return None
+        why.append(f"sender {sender}")
+    if when.sender_domains is not None:
+        domain = sender.rpartition("@")[2]
+        wanted = {d.lower().lstrip("@") for d in when.sender_domains}
+        if not any(domain == d or domain.endswith("." + d) for d in wanted):
+            return None
+        why.append(f"sender domain {domain}")
+    if when.subject is not None:
+        if not re.search(when.subject, message.subject, re.IGNORECASE):
+            return None
+        why.append(f"subject matches {when.subject!r}")
+    if when.body is not None:
+        if not re.search(when.body, message.text[:20000], re.IGNORECASE):
+            return None
+        why.append(f"body matches {when.body!r}")
+    if when.tiers is not None:
+        if (tier or "ordinary") not in when.tiers:
+            return None
+        why.append(f"tier {tier or 'ordinary'}")
+    return ", ".join(why) or "always"
+
+
+def decide(rules: Rules, item: Work, prediction: Prediction | None, tier: str | None) -> Route:
+    """The department and urgency of one message: overrides first, then the model."""
+    routing = rules.routing
+    labels = rules.labels
+    department = urgency = None
+    dep_conf = urg_conf = None
+    reasons: list[str] = []
+    dep_triage = urg_triage = prediction is None
+    if prediction is not None:
+        dep_conf, urg_conf = prediction.department_confidence, prediction.urgency_confidence
+        if not prediction.abstained_department and prediction.department:
+            department = labels.department.get(prediction.department, prediction.department)
+            reasons.append(f"model: department {department} ({dep_conf:.2f})")
+            dep_triage = False
+        else:
+            reasons.append(f"model unsure of the department ({dep_conf:.2f})")
+            dep_triage = True
+        if not prediction.abstained_urgency and prediction.urgency:
+            urgency = labels.urgency.get(prediction.urgency, prediction.urgency)
+            reasons.append(f"urgency {urgency} ({urg_conf:.2f})")
+            urg_triage = False
+        else:
+            reasons.append(f"model unsure of the urgency ({urg_conf:.2f})")
+            urg_triage = True
+    else:
+        reasons.append("no model")
+    for override in routing.overrides:
+        why = _override_matches(override, item, tier)
+        if why is None:
+            continue
+        if override.department is not None:
+            department, dep_triage = override.department, False
+        if override.urgency is not None:
+            urgency, urg_triage = override.urgency, False
+        reasons.insert(0, f"override {override.name} ({why})")
+        break
+    if department is None:
+        department = routing.triage_department
+        reasons.append(f"to triage department {department}")
+    return Route(
+        department,
+        urgency,
+        dep_conf,
+        urg_conf,
+        dep_triage or urg_triage,
+        "; ".join(reasons),
+    )
+
+
+@register("classify")
+class ClassifyStep:
+    """Classify human mail by department and urgency; record routes and forwards."""
+
+    name = "classify"
+    description = "department and urgency (model + rules.yaml overrides), routes and forwards"
+    needs: tuple[str, ...] = ("classifier",)
+
+    def __init__(self, classifier: Classifier) -> None:
+        self.classifier = classifier
+
+    def prepare(self, item: Work) -> None:
+        verdict = item.facts.get("verdict")
+        if verdict is not None and verdict.automated:
+            item.facts["prediction"] = None
+            item.facts["skip_classify"] = True
+            return
+        message = item.message()
+        item.facts["prediction"] = self.classifier.predict(message.subject, message.text)
+
+    def apply(self, items: Sequence[Work], conn: Connection) -> None:
+        self.classifier.apply(items, conn)
+
+
+class Classifier:
+    """The model handle, the rules and the outbox the classify step works with."""
+
+    def __init__(
+        self,
+        models: Path,
+        rules: RulesFile,
+        outbox: Outbox | None,
+        identity: Identity,
+        key: bytes,
+    ) -> None:
+        self.models = models
+        self.rules = rules
+        self.outbox = outbox
+        self.identity = identity
+        self.key = key
+        self.handle = self._open(rules.current.routing.model)
+
+    def _open(self, name: str) -> ModelHandle:
+        from classifiers.errors import ClassifierError
+        from classifiers.handle import ModelHandle
+
+        try:
+            return ModelHandle(self.models / name)
+        except (ClassifierError, OSError) as exc:
+            raise ConfigError(f"routing.model: cannot load {self.models / name}: {exc}") from exc
+
+    def refresh(self) -> None:
+        """Swap in a retrained model file, or another model named in edited rules.yaml."""
+        wanted = self.models / self.rules.current.routing.model
+        if wanted != self.handle.path:
+            try:
+                self.handle = self._open(self.rules.current.routing.model)
+                log.info("classifier model switched to %s", wanted)
+            except ConfigError as exc:
+                log.error("keeping model %s: %s", self.handle.path, exc)
+        elif self.handle.reload_if_changed():
+            log.info("classifier model reloaded from %s", wanted)
+
+    def predict(self, subject: str, text: str) -> Prediction:
+        """The current model's prediction."""
+        return self.handle.predict(subject, text)
+
+    def apply(self, items: Sequence[Work], conn: Connection) -> None:
+        rules = self.rules.current
+        uses_tiers = any(o.when.tiers is not None for o in rules.routing.overrides)
+        tiers = self._tiers(conn, items) if uses_tiers else {}
+        routes: list[dict[str, Any]] = []
+        forwards: list[OutgoingMail] = []
+        for item in items:
+            if item.facts.get("skip_classify"):
+                item.record["route_reason"] = "automated mail: not classified"
+                continue
+            tier = tiers.get(int(item.facts.get("contact_id") or 0))
+            route = decide(rules, item, item.facts["prediction"], tier)
+            item.facts["department"] = route.department
+            item.facts["urgency"] = route.urgency
+            item.record.update(
+                department=route.department,
+                urgency=route.urgency,
+                department_confidence=route.department_confidence,
+                urgency_confidence=route.urgency_confidence,
+                triage=route.triage,
+                route_reason=route.reason[:2000],
+            )
+            department = rules.routing.departments.get(route.department or "")
+            keywords = list(department.keywords) if department else []
+            keywords += rules.routing.urgency_keywords.get(route.urgency or "", [])
+            if route.triage:
+                keywords.append(rules.routing.triage_keyword)
+            folder = department.folder if department else None
+            if folder or keywords:
+                routes.append(
+                    {
+                        "k_pk": item.pk,
+                        "v_folder": folder,
+                        "v_keywords": " ".join(dict.fromkeys(keywords)) or None,
+                    }
+                )
+            if department is not None and department.forward:
+                forwards.append(self._forward(item, route, department.forward))
+        if routes:
+            conn.execute(
+                update(DELIVERIES)
+                .where(
+                    DELIVERIES.c.message_pk == bindparam("k_pk"),
+                    DELIVERIES.c.channel == "imap",
+                    DELIVERIES.c.route_state == "none",
+                )
+                .values(
+                    route_state="pending",
+                    route_folder=bindparam("v_folder"),
+                    route_keywords=bindparam("v_keywords"),
+                ),
+                routes,
+            )
+        if forwards:
+            if self.outbox is None:
+                log.warning("%d forwards not queued: no relay is enabled", len(forwards))
+            else:
+                self.outbox.enqueue(conn, forwards)
+
+    def _forward(self, item: Work, route: Route, to: str) -> OutgoingMail:
+        """The original message, unchanged, with Resent-* fields on top (RFC 5322 3.6.6)."""
+        key = f"forward:{item.pk}:{route.department}"
+        sender = next(iter(sorted(self.identity.addresses)), "mailcare@localhost")
+        mid = message_id(self.key, key, sender.rpartition("@")[2])
+        from email.utils import format_datetime
+
+        head = (
+            f"Resent-From: {sender}\r\n"
+            f"Resent-To: {to}\r\n"
+            f"Resent-Date: {format_datetime(item.received_at)}\r\n"
+            f"Resent-Message-ID: <{bare_id(mid)}>\r\n"
+            f"X-Mailcare-Department: {clean(route.department or '', 64)}\r\n"
+            f"X-Mailcare-Urgency: {clean(route.urgency or 'unknown', 32)}\r\n"
+            f"{self.identity.loop_header}: {self.identity.loop_token}\r\n"
+        ).encode("ascii", "replace")
+        raw = item.raw if b"\r\n" in item.raw[:2000] else item.raw.replace(b"\n", b"\r\n")
+        return OutgoingMail(
+            key=key,
+            kind="forward",
+            message_id=mid,
+            mail_from="",
+            recipients=(to,),
+            raw=head + raw,
+            message_pk=item.pk,
+            conversation_id=item.facts.get("conversation_id"),
+            rule=None,
+        )
+
+    def _tiers(self, conn: Connection, items: Sequence[Work]) -> dict[int, str]:
+        ids = sorted({int(i.facts["contact_id"]) for i in items if i.facts.get("contact_id")})
+        if not ids:
+            return {}
+        rows = conn.execute(select(CONTACTS.c.id, CONTACTS.c.tier).where(CONTACTS.c.id.in_(ids)))
+        return {int(pk): tier for pk, tier in rows}
