@@ -8,6 +8,7 @@ import json
 import logging
 import re
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from email import policy
 from email.message import EmailMessage
@@ -154,12 +155,25 @@ def _guarded(func: Any) -> Any:
     return run
 
 
-def register(subparsers: Any) -> None:
-    """Add `train`, `evaluate` and `classify` to an argparse subparsers object."""
+def register(subparsers: Any, history: Callable[[argparse.Namespace], int] | None = None) -> None:
+    """Add `train`, `evaluate` and `classify` to an argparse subparsers object.
+
+    `history` handles `train --from-history` (the caller owns the corrections database).
+    """
     defaults = TrainConfig()
     train_parser = subparsers.add_parser("train", help="train a classifier from labelled CSV")
-    train_parser.add_argument("--data", action="append", required=True, metavar="FILE.csv")
-    train_parser.add_argument("--out", required=True, metavar="models/NAME")
+    train_parser.add_argument(
+        "--data", action="append", required=history is None, metavar="FILE.csv"
+    )
+    train_parser.add_argument("--out", required=history is None, metavar="models/NAME")
+    if history is not None:
+        train_parser.add_argument(
+            "--from-history",
+            action="store_true",
+            help="add the team's corrections to the base corpus (--data, or the current "
+            "model's own data) and replace the model only if it is not worse",
+        )
+        train_parser.add_argument("--json", action="store_true", help="with --from-history")
     train_parser.add_argument("--words", type=_ngram_range, default=defaults.words, metavar="1-2")
     train_parser.add_argument(
         "--chars",
@@ -183,6 +197,17 @@ def register(subparsers: Any) -> None:
     )
     train_parser.add_argument("--quiet", action="store_true", help="no progress bar")
     train_parser.set_defaults(func=_guarded(_train))
+    if history is not None:
+        plain = _guarded(_train)
+
+        def dispatch(args: argparse.Namespace) -> int:
+            if args.from_history:
+                return history(args)
+            if not args.data or not args.out:
+                train_parser.error("--data and --out are required (or --from-history)")
+            return int(plain(args))
+
+        train_parser.set_defaults(func=dispatch)
 
     evaluate_parser = subparsers.add_parser("evaluate", help="evaluate a model on labelled CSV")
     evaluate_parser.add_argument("--model", required=True, metavar="models/NAME")

@@ -281,7 +281,9 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     if _command_of(argv) in CLASSIFIER_COMMANDS:
         from classifiers.cli import register
 
-        register(sub)
+        from .retrain import cmd_train_from_history
+
+        register(sub, history=cmd_train_from_history)
     else:
         for name, text in CLASSIFIER_COMMANDS.items():
             sub.add_parser(name, help=text)
