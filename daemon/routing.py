@@ -103,7 +103,7 @@ def decide(rules: Rules, item: Work, prediction: Prediction | None, tier: str | 
             reasons.append(f"model unsure of the urgency ({urg_conf:.2f})")
             urg_triage = True
     else:
-        reasons.append("no model")
+        reasons.append("no model loaded")
     for override in routing.overrides:
         why = _override_matches(override, item, tier)
         if why is None:
@@ -167,7 +167,12 @@ class Classifier:
         self.outbox = outbox
         self.identity = identity
         self.key = key
-        self.handle = self._open(rules.current.routing.model)
+        self.handle: ModelHandle | None = None
+        try:
+            self.handle = self._open(rules.current.routing.model)
+        except ConfigError as exc:
+            # intake must not stop for a missing model: mail goes to triage until it appears
+            log.error("%s; every message goes to triage until the model is there", exc)
 
     def _open(self, name: str) -> ModelHandle:
         from classifiers.errors import ClassifierError
@@ -181,6 +186,14 @@ class Classifier:
     def refresh(self) -> None:
         """Swap in a retrained model file, or another model named in edited rules.yaml."""
         wanted = self.models / self.rules.current.routing.model
+        if self.handle is None:
+            if wanted.with_suffix(".json").exists():
+                try:
+                    self.handle = self._open(self.rules.current.routing.model)
+                    log.info("classifier model loaded from %s", wanted)
+                except ConfigError as exc:
+                    log.error("%s", exc)
+            return
         if wanted != self.handle.path:
             try:
                 self.handle = self._open(self.rules.current.routing.model)
@@ -190,9 +203,9 @@ class Classifier:
         elif self.handle.reload_if_changed():
             log.info("classifier model reloaded from %s", wanted)
 
-    def predict(self, subject: str, text: str) -> Prediction:
-        """The current model's prediction."""
-        return self.handle.predict(subject, text)
+    def predict(self, subject: str, text: str) -> Prediction | None:
+        """The current model's prediction (None while no model could be loaded)."""
+        return self.handle.predict(subject, text) if self.handle is not None else None
 
     def apply(self, items: Sequence[Work], conn: Connection) -> None:
         rules = self.rules.current

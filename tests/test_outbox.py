@@ -138,7 +138,7 @@ def test_a_relay_down_for_60_seconds_delays_but_loses_nothing(
             sender.wake()
             threading.Event().wait(0.01)
         assert smtp_sink.count == 0
-        assert set(states(db).values()) == {"queued"}
+        wait_until(lambda: set(states(db).values()) == {"queued"}, what="claims handed back")
         smtp_sink.up()
         clock.advance(5)
         received = smtp_sink.wait_for(40, timeout=15)

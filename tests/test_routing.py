@@ -219,3 +219,24 @@ def test_rules_yaml_can_switch_the_model(app: App, tmp_path: Path) -> None:
     deliver_imap(app, BILLING)
     message, _ = routed(app, "<billing@globex.example>")
     assert message.department == "billing", "a missing model keeps the one in use"
+
+
+def test_without_a_model_mail_goes_to_triage_until_one_appears(
+    db_url: str, tmp_path: Path, clock: FrozenClock
+) -> None:
+    (tmp_path / "models").mkdir()  # empty: the daemon still starts
+    application = make_app(db_url, tmp_path, clock)
+    try:
+        deliver_imap(application, BILLING)
+        message, _ = routed(application, "<billing@globex.example>")
+        assert (message.department, message.triage) == ("triage", True)
+        assert message.route_reason == "no model loaded; to triage department triage"
+        for suffix in (".skops", ".json"):
+            shutil.copy(ROOT / "models" / f"default{suffix}", tmp_path / "models")
+        deliver_imap(
+            application, BILLING.replace(b"<billing@globex.example>", b"<later@globex.example>")
+        )
+        later, _ = routed(application, "<later@globex.example>")
+        assert later.department == "billing"
+    finally:
+        application.db.dispose()
