@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import threading
 import weakref
 from dataclasses import dataclass
@@ -86,9 +87,19 @@ class SmtpSink(LoopThreadServer):
 
     thread_name = "smtp-sink"
 
-    def __init__(self, *, hostname: str = "sink.test", start_timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        *,
+        hostname: str = "sink.test",
+        start_timeout: float = 10.0,
+        tls_context: ssl.SSLContext | None = None,
+        credentials: tuple[str, str] | None = None,
+    ) -> None:
         super().__init__(start_timeout)
         self.hostname = hostname
+        # with tls_context, STARTTLS is required; with credentials, AUTH (after TLS)
+        self.tls_context = tls_context
+        self.credentials = credentials
         self._cond = threading.Condition()
         self._messages: list[ReceivedMessage] = []
         self._refused: list[ReceivedMessage] = []
@@ -116,9 +127,25 @@ class SmtpSink(LoopThreadServer):
         if self._server is not None:
             return
         handler = _Handler(self)
+        options: dict[str, Any] = {}
+        if self.tls_context is not None:
+            options.update(tls_context=self.tls_context, require_starttls=True)
+        if self.credentials is not None:
+            user, password = self.credentials
+
+            def check(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> Any:
+                from aiosmtpd.smtp import AuthResult, LoginPassword
+
+                ok = isinstance(data, LoginPassword) and (
+                    data.login.decode(),
+                    data.password.decode(),
+                ) == (user, password)
+                return AuthResult(success=ok)
+
+            options.update(authenticator=check, auth_required=True)
 
         def factory() -> SMTP:
-            session = SMTP(handler, hostname=self.hostname, enable_SMTPUTF8=True)
+            session = SMTP(handler, hostname=self.hostname, enable_SMTPUTF8=True, **options)
             self._sessions.add(session)
             return session
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import email
+import os
 import threading
 from collections.abc import Iterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -207,3 +209,44 @@ def test_session_reports_unreachable_relay(free_port: object) -> None:
     relay = Relay(enabled=True, host="127.0.0.1", port=port, tls="none", timeout=1)
     with pytest.raises(RelayUnavailable, match=f"127.0.0.1:{port}"):
         SmtpSession(relay).send("", ["a@b.example"], b"Subject: x\r\n\r\nx\r\n")
+
+
+def test_starttls_and_login_to_the_relay(db: Database, test_certs: Any) -> None:
+    sink = SmtpSink(
+        tls_context=test_certs.server_context(), credentials=("mailcare", "s3cret")
+    ).start()
+    os.environ["TEST_RELAY_PASSWORD"] = "s3cret"
+    try:
+        clock = FrozenClock()
+        outbox = Outbox(db, clock, "test:1:e")
+        queue(outbox, [mail(1)])
+        relay = relay_for(
+            sink,
+            tls="starttls",
+            ca_file=str(test_certs.ca_file),
+            username="mailcare",
+            password={"env": "TEST_RELAY_PASSWORD"},
+            host="localhost",
+        )
+        sender = running(Sender(outbox, relay, clock))
+        try:
+            sink.wait_for(1)
+            wait_until(lambda: states(db) == {1: "sent"}, what="sent over STARTTLS with AUTH")
+        finally:
+            sender.stop()
+        # a wrong password is not a message's fault: nothing is sent, nothing fails
+        os.environ["TEST_RELAY_PASSWORD"] = "wrong"
+        queue(outbox, [mail(2)])
+        sender = running(Sender(outbox, relay, clock))
+        try:
+            wait_until(lambda: sender._relay_failures > 0, what="the refused login")
+            wait_until(lambda: states(db)[2] == "queued", what="the claim handed back")
+        finally:
+            sender.stop()
+        assert sink.count == 1
+        with db.reading() as conn:
+            row = conn.execute(select(OUTBOX).where(OUTBOX.c.id == 2)).one()
+        assert row.attempts == 0 and row.last_error is None
+    finally:
+        sink.stop()
+        os.environ.pop("TEST_RELAY_PASSWORD", None)
