@@ -162,7 +162,10 @@ def build_app(settings: Settings, **overrides: Any) -> App:
         clock,
         connect,
         lease_retry=settings.leases.retry,
+        routing=lambda: rules_file.fresh().routing,
     )
+    if classifier is not None:
+        runner.after_commit(imap.wake)  # routes to carry out
     listener = None
     if settings.intake.enabled and intake_on:
         intake = settings.intake

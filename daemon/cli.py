@@ -13,6 +13,7 @@ from pathlib import Path
 from types import FrameType
 
 from .admin import register as register_admin
+from .corrections import register as register_corrections
 from .clock import SystemClock
 from .database import Database
 from .errors import MailcareError
@@ -272,6 +273,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     )
 
     register_admin(sub)
+    register_corrections(sub)
 
     demo = sub.add_parser("demo", help="run a self-contained demo with embedded servers")
     demo.add_argument("--workdir", help="keep the demo's files here")

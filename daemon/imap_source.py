@@ -16,6 +16,7 @@ from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
 
 from .errors import LeaseLostError, MailSourceError
 from .folders import FolderLedger
+from .imap_routes import FolderRoutes, RoutingSource, move_uids
 from .inbox import Arrival, Inbox
 from .interfaces import Clock
 from .settings import Mailbox
@@ -96,6 +97,7 @@ class FolderWorker(threading.Thread):
         stop: threading.Event,
         connect: Connector = connect_imap,
         lease_retry: float = 5.0,
+        routing: RoutingSource | None = None,
     ) -> None:
         super().__init__(name=f"imap:{mailbox.name}/{folder}", daemon=True)
         self.mailbox = mailbox
@@ -111,6 +113,11 @@ class FolderWorker(threading.Thread):
         self.synced = threading.Event()
         self._refusals: dict[int, int] = {}
         self._careful: tuple[int, int] = (0, -1)
+        # routes to carry out; with routing, also the sweep that learns corrections from moves
+        self.routes = FolderRoutes(
+            inbox.db, clock, ledger, mailbox, folder, self.folder_id, self._renew, routing
+        )
+        self.nudged = threading.Event()
 
     def run(self) -> None:
         holding = False
@@ -156,6 +163,8 @@ class FolderWorker(threading.Thread):
             use_idle = self.mailbox.idle == "auto" and b"IDLE" in capabilities
             while not self.stop.is_set():
                 cursor = self.catch_up(client, uidvalidity, cursor, capabilities)
+                if self.routes.run(client, uidvalidity, capabilities, selected):
+                    cursor = self.catch_up(client, uidvalidity, cursor, capabilities)
                 exists = selected.get(b"EXISTS")
                 self.ledger.record_success(
                     self.folder_id,
@@ -304,23 +313,20 @@ class FolderWorker(threading.Thread):
             client.add_flags(list(uids), [rule.flag], silent=True)
         elif rule.action == "move":
             assert rule.folder is not None
-            if b"MOVE" in capabilities:
-                client.move(list(uids), rule.folder)
-            else:
-                client.copy(list(uids), rule.folder)
-                client.add_flags(list(uids), [b"\\Deleted"], silent=True)
-                if b"UIDPLUS" in capabilities:
-                    client.uid_expunge(list(uids))
+            move_uids(client, uids, rule.folder, capabilities)
         self.inbox.mark_disposed(self.folder_id, uidvalidity, uids)
 
     def wait_idle(self, client: Any) -> None:
-        """IDLE until the server reports news, the refresh time passes, or we stop."""
+        """IDLE until the server reports news, the lease is renewed, or we are nudged or stop."""
         client.idle()
         try:
             deadline = self.clock.monotonic() + self.mailbox.idle_refresh
             renew_every = max(1.0, self.ledger.ttl.total_seconds() / 3)
             next_renew = self.clock.monotonic() + renew_every
             while not self.stop.is_set() and self.clock.monotonic() < deadline:
+                if self.nudged.is_set():
+                    self.nudged.clear()
+                    return
                 waited = time.monotonic()
                 responses = client.idle_check(timeout=IDLE_SLICE)
                 if any(r and r[0] == b"BYE" for r in responses):
@@ -331,8 +337,10 @@ class FolderWorker(threading.Thread):
                     # readable but no response: imapclient swallows EOF this way
                     raise MailSourceError("the connection was closed during IDLE")
                 if self.clock.monotonic() >= next_renew:
+                    # a cycle at each renewal: routes classified in another process, and
+                    # mail that came just before IDLE began, which servers may not announce
                     self._renew()
-                    next_renew = self.clock.monotonic() + renew_every
+                    return
         finally:
             client.idle_done()
 
@@ -372,10 +380,13 @@ class ImapSource:
         clock: Clock,
         connect: Connector = connect_imap,
         lease_retry: float = 5.0,
+        routing: RoutingSource | None = None,
     ) -> None:
         self.stop_event = threading.Event()
         self.workers = [
-            FolderWorker(box, folder, inbox, ledger, clock, self.stop_event, connect, lease_retry)
+            FolderWorker(
+                box, folder, inbox, ledger, clock, self.stop_event, connect, lease_retry, routing
+            )
             for box in mailboxes
             for folder in box.folders
         ]
@@ -383,6 +394,11 @@ class ImapSource:
     def start(self) -> None:
         for worker in self.workers:
             worker.start()
+
+    def wake(self) -> None:
+        """Have every worker leave IDLE and carry out pending routes (call after classifying)."""
+        for worker in self.workers:
+            worker.nudged.set()
 
     def stop(self, timeout: float = 10.0) -> None:
         self.stop_event.set()

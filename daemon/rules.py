@@ -247,6 +247,11 @@ class RulesFile:
             return None
         return (stat.st_mtime_ns, stat.st_size)
 
+    def fresh(self) -> Rules:
+        """The current rules, reloaded first if the file changed."""
+        self.refresh()
+        return self.current
+
     def refresh(self) -> bool:
         """Reload if the file changed; True when new rules took effect."""
         stamp = self._fingerprint()

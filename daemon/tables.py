@@ -183,6 +183,7 @@ class Delivery(Base):
     __table_args__ = (
         UniqueConstraint("folder_id", "uidvalidity", "uid", name="uq_deliveries_folder_uid"),
         Index("ix_deliveries_disposition", "folder_id", "disposition"),
+        Index("ix_deliveries_route", "folder_id", "route_state"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)

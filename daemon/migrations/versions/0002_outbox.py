@@ -124,6 +124,7 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("route_state", sa.String(length=16), nullable=False, server_default="none"))
         batch_op.add_column(sa.Column("route_folder", sa.String(length=512), nullable=True))
         batch_op.add_column(sa.Column("route_keywords", sa.Text(), nullable=True))
+        batch_op.create_index("ix_deliveries_route", ["folder_id", "route_state"], unique=False)
 
     with op.batch_alter_table("messages", schema=None) as batch_op:
         batch_op.add_column(sa.Column("automated", sa.String(length=32), nullable=True))
@@ -155,6 +156,7 @@ def downgrade() -> None:
     with op.batch_alter_table("deliveries", schema=None) as batch_op:
         batch_op.drop_column("route_keywords")
         batch_op.drop_column("route_folder")
+        batch_op.drop_index("ix_deliveries_route")
         batch_op.drop_column("route_state")
 
     op.drop_table("suppressions")

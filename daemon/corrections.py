@@ -1,0 +1,313 @@
+"""Corrections of department and urgency by people: recorded, applied, learned from IMAP moves."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
+from sqlalchemy import Connection, Table, exists, select, update
+
+from .database import Database
+from .folders import FolderLedger
+from .inbox import DELIVERIES, FOLDERS, MESSAGES
+from .interfaces import Clock
+from .message import extract_message_id
+from .rules import Routing, Rules
+from .settings import Mailbox
+from .tables import Correction
+
+log = logging.getLogger(__name__)
+
+CORRECTIONS: Table = Correction.__table__  # type: ignore[assignment]
+HEADS = ("department", "urgency")
+HEADER_ITEM = b"BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"
+SWEEP_BATCH = 500
+
+
+def record_correction(
+    conn: Connection, message_pk: int, head: str, label: str, source: str, now: datetime
+) -> bool:
+    """Record a correction and apply it to the message; False when the label is already current.
+
+    Any correction clears `triage`: a person has looked at the message.
+    """
+    if head not in HEADS:
+        raise ValueError(f"head must be one of {', '.join(HEADS)}, not {head!r}")
+    if not label:
+        raise ValueError("a correction needs a label")
+    query = select(MESSAGES.c[head]).where(MESSAGES.c.id == message_pk)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    row = conn.execute(query).first()
+    if row is None:
+        raise ValueError(f"no message {message_pk}")
+    previous = row[0]
+    if previous == label:
+        return False
+    conn.execute(
+        CORRECTIONS.insert().values(
+            message_pk=message_pk,
+            head=head,
+            previous=previous,
+            label=label,
+            source=source,
+            created_at=now,
+        )
+    )
+    conn.execute(
+        update(MESSAGES).where(MESSAGES.c.id == message_pk).values({head: label, "triage": False})
+    )
+    return True
+
+
+def find_messages(conn: Connection, ref: str) -> list[Any]:
+    """Messages named by a numeric id or a Message-ID (with or without <>)."""
+    ref = ref.strip()
+    columns = (MESSAGES.c.id, MESSAGES.c.message_id, MESSAGES.c.department, MESSAGES.c.urgency)
+    if ref.isdigit():
+        return list(conn.execute(select(*columns).where(MESSAGES.c.id == int(ref))))
+    message_id = ref if ref.startswith("<") else f"<{ref.strip('<>')}>"
+    query = select(*columns).where(MESSAGES.c.message_id == message_id)
+    return list(conn.execute(query.order_by(MESSAGES.c.id)))
+
+
+def listing(conn: Connection, limit: int) -> list[dict[str, Any]]:
+    """The newest corrections first, with the message's Message-ID."""
+    query = (
+        select(CORRECTIONS, MESSAGES.c.message_id)
+        .join(MESSAGES, MESSAGES.c.id == CORRECTIONS.c.message_pk)
+        .order_by(CORRECTIONS.c.created_at.desc(), CORRECTIONS.c.id.desc())
+        .limit(limit)
+    )
+    return [
+        {
+            "id": row.id,
+            "message": row.message_pk,
+            "message_id": row.message_id,
+            "head": row.head,
+            "previous": row.previous,
+            "label": row.label,
+            "source": row.source,
+            "created_at": row.created_at.isoformat(),
+        }
+        for row in conn.execute(query)
+    ]
+
+
+def department_folders(routing: Routing, mailbox: Mailbox) -> dict[str, str]:
+    """Folder -> department for folders that name one department and are not intake folders."""
+    owners: dict[str, list[str]] = {}
+    for name, department in routing.departments.items():
+        if department.folder:
+            owners.setdefault(department.folder, []).append(name)
+    return {
+        folder: names[0]
+        for folder, names in owners.items()
+        if len(names) == 1 and folder not in mailbox.folders
+    }
+
+
+class MoveSweep:
+    """Learns corrections from messages that people moved into another department's folder."""
+
+    def __init__(self, db: Database, clock: Clock, ledger: FolderLedger, mailbox: Mailbox) -> None:
+        self.db = db
+        self.clock = clock
+        self.ledger = ledger
+        self.mailbox = mailbox
+        self.learned = 0
+        self._ids: dict[str, int] = {}
+        self._selected_other = False
+
+    def run(self, client: Any, folders: dict[str, str]) -> bool:
+        """Look at new UIDs of each department folder; True when another folder was selected."""
+        self._selected_other = False
+        for folder, department in folders.items():
+            try:
+                self._sweep(client, folder, department)
+            except IMAPClientError as exc:
+                if isinstance(exc, IMAPClientAbortError):
+                    raise
+                log.warning("imap:%s/%s: sweep for corrections: %s", self.mailbox.name, folder, exc)
+        return self._selected_other
+
+    def _folder_id(self, folder: str) -> int:
+        if folder not in self._ids:
+            # the cursor lives in mail_folders like an intake folder's (never one at once)
+            self._ids[folder] = self.ledger.ensure(self.mailbox.name, folder)
+        return self._ids[folder]
+
+    def _sweep(self, client: Any, folder: str, department: str) -> None:
+        """Fetch the Message-IDs of new UIDs in folder and record what they correct."""
+        try:
+            status = client.folder_status(folder, [b"UIDNEXT", b"UIDVALIDITY"])
+        except IMAPClientError as exc:
+            if isinstance(exc, IMAPClientAbortError):
+                raise
+            log.debug("imap:%s/%s: not swept: %s", self.mailbox.name, folder, exc)
+            return  # most likely nothing was routed there yet
+        uidvalidity, uidnext = int(status[b"UIDVALIDITY"]), int(status[b"UIDNEXT"])
+        folder_id = self._folder_id(folder)
+        state = self.ledger.state(folder_id)
+        cursor = state.last_uid if state.uidvalidity == uidvalidity else 0
+        if state.uidvalidity == uidvalidity and uidnext - 1 <= cursor:
+            return
+        self._selected_other = True
+        client.select_folder(folder, readonly=True)
+        uids = sorted(u for u in client.search(["UID", f"{cursor + 1}:*"]) if u > cursor)
+        for start in range(0, len(uids), SWEEP_BATCH):
+            chunk = uids[start : start + SWEEP_BATCH]
+            response = client.fetch(chunk, [HEADER_ITEM])
+            message_ids = {
+                mid
+                for data in response.values()
+                if (mid := extract_message_id(_header_of(data))) is not None
+            }
+            with self.db.transaction() as conn:
+                self.learned += self.learn(conn, department, sorted(message_ids))
+                self._advance(conn, folder_id, uidvalidity, chunk[-1])
+        if not uids:  # UIDs below UIDNEXT that are not there now never will be
+            with self.db.transaction() as conn:
+                self._advance(conn, folder_id, uidvalidity, max(cursor, uidnext - 1))
+        self.ledger.record_success(folder_id, None, uidnext)
+
+    def learn(self, conn: Connection, department: str, message_ids: Sequence[str]) -> int:
+        """Record a correction for each known message of this mailbox filed elsewhere."""
+        if not message_ids:
+            return 0
+        here = exists().where(
+            DELIVERIES.c.message_pk == MESSAGES.c.id, DELIVERIES.c.mailbox == self.mailbox.name
+        )
+        rows = conn.execute(
+            select(MESSAGES.c.id, MESSAGES.c.message_id, MESSAGES.c.department).where(
+                MESSAGES.c.message_id.in_(list(message_ids)),
+                MESSAGES.c.department.is_not(None),  # never classified: nothing to correct
+                MESSAGES.c.department != department,
+                here,
+            )
+        ).all()
+        now = self.clock.now()
+        count = 0
+        for row in rows:
+            if record_correction(conn, row.id, "department", department, "imap-move", now):
+                count += 1
+                log.info(
+                    "%s: moved by a person into %s's folder: department %s -> %s",
+                    row.message_id,
+                    department,
+                    row.department,
+                    department,
+                )
+        return count
+
+    def _advance(self, conn: Connection, folder_id: int, uidvalidity: int, uid: int) -> None:
+        conn.execute(
+            update(FOLDERS)
+            .where(FOLDERS.c.id == folder_id)
+            .values(uidvalidity=uidvalidity, last_uid=uid, last_stored_at=self.clock.now())
+        )
+
+
+def _header_of(data: dict[bytes, Any]) -> bytes:
+    for key, value in data.items():
+        if key.startswith(b"BODY[HEADER.FIELDS") and value is not None:
+            return bytes(value)
+    return b""
+
+
+# -- the `mailcare relabel` and `mailcare corrections` commands --------------------------------
+
+
+def _database(args: argparse.Namespace) -> tuple[Database, Rules]:
+    from .rules import load_rules
+    from .settings import load_settings
+
+    settings = load_settings(Path(args.config) if args.config else None)
+    db = Database(settings.database_url)
+    db.check_schema()
+    return db, load_rules(settings.paths.rules)
+
+
+def _unknown_department(label: str, rules: Rules) -> str | None:
+    """Why label is not a department of rules.yaml, or None (any label when none are set)."""
+    routing = rules.routing
+    known = set(routing.departments) | set(rules.labels.department.values())
+    if not known:
+        return None
+    known.add(routing.triage_department)
+    if label in known:
+        return None
+    return f"unknown department {label!r} (rules.yaml has: {', '.join(sorted(known))})"
+
+
+def cmd_relabel(args: argparse.Namespace) -> int:
+    from .clock import SystemClock
+
+    changes = [(head, getattr(args, head)) for head in HEADS if getattr(args, head)]
+    if not changes:
+        print("give --department and/or --urgency", file=sys.stderr)
+        return 2
+    db, rules = _database(args)
+    try:
+        problem = _unknown_department(args.department, rules) if args.department else None
+        if problem:
+            print(f"mailcare: {problem}", file=sys.stderr)
+            return 2
+        with db.transaction() as conn:
+            found = find_messages(conn, args.message)
+            for row in found:
+                for head, label in changes:
+                    now = SystemClock().now()
+                    changed = record_correction(conn, row.id, head, label, "cli", now)
+                    before = getattr(row, head) or "-"
+                    outcome = f"{before} -> {label}" if changed else f"already {label}"
+                    print(f"{row.id}\t{row.message_id or '-'}\t{head}: {outcome}")
+    finally:
+        db.dispose()
+    if not found:
+        print(f"mailcare: no message {args.message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_corrections_list(args: argparse.Namespace) -> int:
+    db, _rules = _database(args)
+    try:
+        with db.reading() as conn:
+            rows = listing(conn, args.limit)
+    finally:
+        db.dispose()
+    if args.json:
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+        return 0
+    if not rows:
+        print("no corrections yet")
+    for row in rows:
+        print(
+            f"{row['created_at']}\t{row['message']}\t{row['message_id'] or '-'}\t{row['head']}: "
+            f"{row['previous'] or '-'} -> {row['label']}\t{row['source']}"
+        )
+    return 0
+
+
+def register(sub: Any) -> None:
+    """Add `relabel` and `corrections` to the `mailcare` parser."""
+    relabel = sub.add_parser("relabel", help="correct a message's department and/or urgency")
+    relabel.add_argument("message", metavar="ID_OR_MESSAGE_ID", help="number or Message-ID")
+    relabel.add_argument("--department")
+    relabel.add_argument("--urgency")
+    relabel.set_defaults(func=cmd_relabel)
+
+    corrections = sub.add_parser("corrections", help="corrections made by people")
+    c_sub = corrections.add_subparsers(dest="c_command", required=True, metavar="ACTION")
+    c_list = c_sub.add_parser("list", help="newest first")
+    c_list.add_argument("--limit", type=int, default=100)
+    c_list.add_argument("--json", action="store_true")
+    c_list.set_defaults(func=cmd_corrections_list)

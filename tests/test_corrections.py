@@ -1,0 +1,253 @@
+"""Corrections: recorded on SQLite and PostgreSQL, made with the CLI, learned from IMAP moves."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select, update
+
+from daemon.corrections import department_folders, record_correction
+from daemon.database import Database
+from daemon.inbox import Inbox
+from daemon.rules import Department, Routing
+from daemon.settings import Mailbox, Secret
+from daemon.tables import Correction, Message
+from tests.helpers import mailbox_for, make_mail, wait_until
+from tests.servers.dovecot import Dovecot
+from tests.servers.imap import close_client
+from tests.test_imap_routes import (
+    PASSWORD_ENV,
+    IntakeFactory,
+    classify,
+    route_states,
+    server_view,
+    settled,
+    start_intake,
+)
+
+__all__ = ["start_intake"]  # the fixture, shared with test_imap_routes
+
+ROOT = Path(__file__).resolve().parent.parent
+NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
+# `mailcare` with daemon.corrections registered, whether or not daemon/cli.py does it yet
+LAUNCHER = """
+import sys
+from daemon import cli
+from daemon.corrections import register
+
+build = cli.build_parser
+
+
+def build_parser(argv=()):
+    parser = build(argv)
+    sub = parser._subparsers._group_actions[0]
+    if "relabel" not in sub.choices:
+        register(sub)
+    return parser
+
+
+cli.build_parser = build_parser
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def store(db: Database, tag: str, department: str | None = None) -> int:
+    """Store a message as if delivered over LMTP, with the department the runner chose."""
+    outcome = Inbox(db).store_delivered(
+        make_mail(message_id=f"<{tag}@customer.example>"),
+        channel="lmtp",
+        envelope_from=None,
+        recipients=["support@acme.example"],
+        mailboxes=["support"],
+    )
+    pk = outcome.message_pks[0]
+    with db.transaction() as conn:
+        conn.execute(
+            update(Message).where(Message.id == pk).values(department=department, triage=True)
+        )
+    return pk
+
+
+def corrections(db: Database) -> list[tuple[int, str, str | None, str, str]]:
+    with db.reading() as conn:
+        rows = conn.execute(
+            select(
+                Correction.message_pk,
+                Correction.head,
+                Correction.previous,
+                Correction.label,
+                Correction.source,
+            ).order_by(Correction.id)
+        ).all()
+    return [tuple(row) for row in rows]  # type: ignore[misc]
+
+
+def message(db: Database, pk: int) -> tuple[str | None, str | None, bool | None]:
+    with db.reading() as conn:
+        row = conn.execute(
+            select(Message.department, Message.urgency, Message.triage).where(Message.id == pk)
+        ).one()
+    return row.department, row.urgency, row.triage
+
+
+def test_record_correction_applies_it_once(db_url: str) -> None:
+    db = Database(db_url)
+    try:
+        pk = store(db, "rc", department="billing")
+        with db.transaction() as conn:
+            assert record_correction(conn, pk, "department", "sales", "cli", NOW)
+            assert not record_correction(conn, pk, "department", "sales", "cli", NOW)
+            assert record_correction(conn, pk, "urgency", "important", "cli", NOW)
+        assert message(db, pk) == ("sales", "important", False)
+        assert corrections(db) == [
+            (pk, "department", "billing", "sales", "cli"),
+            (pk, "urgency", None, "important", "cli"),
+        ]
+        with db.transaction() as conn, pytest.raises(ValueError, match="head"):
+            record_correction(conn, pk, "mood", "happy", "cli", NOW)
+        with db.transaction() as conn, pytest.raises(ValueError, match="no message"):
+            record_correction(conn, pk + 100, "department", "sales", "cli", NOW)
+    finally:
+        db.dispose()
+
+
+def mailcare(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", LAUNCHER, "--config", str(config), *args],
+        cwd=ROOT,
+        capture_output=True,
+        timeout=120,
+        text=True,
+        env=dict(os.environ),
+    )
+
+
+def test_relabel_by_id_and_message_id_then_list(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'm.sqlite3'}"
+    (tmp_path / "rules.yaml").write_text(
+        "routing:\n  departments:\n    billing: {folder: Billing}\n    sales: {folder: Sales}\n"
+    )
+    config = tmp_path / "mailcare.yaml"
+    config.write_text(f"database_url: {url}\npaths: {{rules: rules.yaml}}\n")
+    db = Database(url)
+    db.upgrade()
+    try:
+        first, second = store(db, "one", "billing"), store(db, "two", "general")
+
+        done = mailcare(config, "relabel", str(first), "--department", "sales")
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == f"{first}\t<one@customer.example>\tdepartment: billing -> sales\n"
+        done = mailcare(
+            config, "relabel", "two@customer.example", "--department", "billing", "--urgency", "low"
+        )
+        assert done.returncode == 0, done.stderr
+        assert (
+            "department: general -> billing" in done.stdout and "urgency: - -> low" in done.stdout
+        )
+        again = mailcare(config, "relabel", "<two@customer.example>", "--department", "billing")
+        assert again.returncode == 0 and "department: already billing" in again.stdout
+
+        missing = mailcare(config, "relabel", "nobody@example.test", "--department", "sales")
+        assert missing.returncode == 1 and "no message" in missing.stderr
+        unknown = mailcare(config, "relabel", str(first), "--department", "marketing")
+        assert unknown.returncode == 2 and "unknown department 'marketing'" in unknown.stderr
+        nothing = mailcare(config, "relabel", str(first))
+        assert nothing.returncode == 2
+
+        assert message(db, first) == ("sales", None, False)
+        assert message(db, second) == ("billing", "low", False)
+        listed = mailcare(config, "corrections", "list", "--json")
+        assert listed.returncode == 0, listed.stderr
+        rows = json.loads(listed.stdout)
+        assert [(r["message"], r["head"], r["previous"], r["label"]) for r in rows] == [
+            (second, "urgency", None, "low"),
+            (second, "department", "general", "billing"),
+            (first, "department", "billing", "sales"),
+        ]
+        assert {r["source"] for r in rows} == {"cli"}
+        text = mailcare(config, "corrections", "list").stdout
+        assert len(text.splitlines()) == 3 and "billing -> sales" in text
+    finally:
+        db.dispose()
+
+
+ROUTING = Routing(
+    departments={
+        "billing": Department(folder="Billing", keywords=["$Billing"]),
+        "sales": Department(folder="Sales", keywords=["$Sales"]),
+        "general": Department(keywords=["$General"]),
+    }
+)
+
+
+def test_a_message_moved_by_an_agent_is_a_correction(
+    dovecot: Dovecot, db_url: str, start_intake: IntakeFactory
+) -> None:
+    account = dovecot.account()
+    dovecot.append_many(
+        account,
+        "INBOX",
+        [make_mail(message_id=f"<{tag}@customer.example>") for tag in ("wrong", "right")],
+    )
+    box = mailbox_for(dovecot, account, PASSWORD_ENV)
+    intake = start_intake(db_url, box, account, routing=ROUTING)
+    classify(intake.db, "wrong", "billing", "Billing", "$Billing")
+    classify(intake.db, "right", "sales", "Sales", "$Sales")
+    intake.source.wake()
+    wait_until(settled(intake.db, "wrong", "right"), what="both routed")
+    intake.cycle()  # the sweep has seen both folders: mailcare's own moves are no corrections
+    assert corrections(intake.db) == []
+
+    agent = dovecot.open_client(account)
+    try:
+        agent.select_folder("Billing")
+        agent.move(agent.search(["ALL"]), "Sales")
+    finally:
+        close_client(agent)
+
+    def learned() -> bool:
+        intake.cycle()
+        return bool(corrections(intake.db))
+
+    wait_until(learned, what="the correction")
+
+    with intake.db.reading() as conn:
+        pk, department, triage = conn.execute(
+            select(Message.id, Message.department, Message.triage).where(
+                Message.message_id == "<wrong@customer.example>"
+            )
+        ).one()
+    assert corrections(intake.db) == [(pk, "department", "billing", "sales", "imap-move")]
+    assert (department, triage) == ("sales", False)
+    assert route_states(intake.db) == {"wrong": "done", "right": "done"}
+    assert server_view(dovecot, account) == {"Sales": {"wrong": {"$Billing"}, "right": {"$Sales"}}}
+    intake.cycle()  # the cursor moved on: nothing is learned twice
+    assert len(corrections(intake.db)) == 1
+    sweep = intake.worker.routes.sweep
+    assert sweep is not None and sweep.learned == 1
+
+
+def test_department_folders_that_are_intake_folders_are_not_swept() -> None:
+    box = Mailbox(
+        name="support",
+        host="127.0.0.1",
+        username="u",
+        password=Secret(env=PASSWORD_ENV),
+        folders=["INBOX", "Sales"],
+    )
+    shared = Routing(
+        departments={
+            "billing": Department(folder="Billing"),
+            "refunds": Department(folder="Billing"),  # two departments: no single truth
+            "sales": Department(folder="Sales"),
+            "returns": Department(folder="Returns"),
+            "general": Department(),
+        }
+    )
+    assert department_folders(shared, box) == {"Returns": "returns"}
