@@ -13,8 +13,8 @@ from pathlib import Path
 from types import FrameType
 
 from .admin import register as register_admin
-from .corrections import register as register_corrections
 from .clock import SystemClock
+from .corrections import register as register_corrections
 from .database import Database
 from .errors import MailcareError
 from .settings import Settings, load_settings
