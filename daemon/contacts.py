@@ -15,6 +15,16 @@ CONTACTS: Table = Contact.__table__  # type: ignore[assignment]
 PARTICIPANTS: Table = Participant.__table__  # type: ignore[assignment]
 CONVERSATIONS: Table = Conversation.__table__  # type: ignore[assignment]
 
+
+def tiers_of(conn: Connection, items: Sequence[Work]) -> dict[int, str]:
+    """The customer tier of each item's contact (after the contact step), by contact id."""
+    ids = sorted({int(i.facts["contact_id"]) for i in items if i.facts.get("contact_id")})
+    if not ids:
+        return {}
+    rows = conn.execute(select(CONTACTS.c.id, CONTACTS.c.tier).where(CONTACTS.c.id.in_(ids)))
+    return {int(pk): tier for pk, tier in rows}
+
+
 MACHINE_KINDS = frozenset({"bounce", "delay", "delivery-report", "feedback", "loop", "own-address"})
 
 

@@ -19,6 +19,7 @@ from sqlalchemy import Connection, Table, bindparam, select, tuple_, update
 from .automated import Verdict
 from .calendar import BusinessCalendar, describe
 from .compose import Outgoing, mailbox, message_id, split_mailbox, valid_address
+from .contacts import tiers_of
 from .errors import ConfigError, MailcareError
 from .faq import FaqIndex
 from .inbox import insert_ignoring
@@ -29,14 +30,13 @@ from .render import Rendered, TemplateStore
 from .rules import ReplyRule, Rules, RulesFile
 from .screening import Identity
 from .suppressions import suppressed
-from .tables import Contact, FaqOffer, ReplyLimit
+from .tables import FaqOffer, ReplyLimit
 from .threads import TicketTags
 
 log = logging.getLogger(__name__)
 
 LIMITS: Table = ReplyLimit.__table__  # type: ignore[assignment]
 OFFERS: Table = FaqOffer.__table__  # type: ignore[assignment]
-CONTACTS: Table = Contact.__table__  # type: ignore[assignment]
 _LOOSE_ADDRESS = re.compile(r"[^\s<>()\[\],;:\"'@]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 FAQ_TEXT = 2000
@@ -334,7 +334,7 @@ class Replier:
 
     def apply(self, items: Sequence[Work], conn: Connection) -> None:
         now = self.clock.now()
-        tiers = self._tiers(conn, items)
+        tiers = tiers_of(conn, items)
         for item in items:
             # decide again: the conversation (new or not) and the tier are known only now
             early: Decision = item.facts["decision"]
@@ -419,13 +419,6 @@ class Replier:
             decision.rule = None
             return None
         return draft
-
-    def _tiers(self, conn: Connection, items: Sequence[Work]) -> dict[int, str]:
-        ids = sorted({int(i.facts["contact_id"]) for i in items if i.facts.get("contact_id")})
-        if not ids:
-            return {}
-        rows = conn.execute(select(CONTACTS.c.id, CONTACTS.c.tier).where(CONTACTS.c.id.in_(ids)))
-        return {int(pk): tier for pk, tier in rows}
 
     def expected_answer(
         self, rule: ReplyRule, urgency: str | None, start: datetime, language: str

@@ -15,15 +15,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Table, bindparam, select, update
+from sqlalchemy import Connection, Table, bindparam, update
 
 from .compose import bare_id, clean, message_id
+from .contacts import tiers_of
 from .errors import ConfigError
 from .outbox import Outbox, OutgoingMail
 from .pipeline import Work, register
 from .rules import Override, Rules, RulesFile
 from .screening import Identity
-from .tables import Contact, Delivery
+from .tables import Delivery
 
 if TYPE_CHECKING:
     from classifiers.handle import ModelHandle
@@ -32,7 +33,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DELIVERIES: Table = Delivery.__table__  # type: ignore[assignment]
-CONTACTS: Table = Contact.__table__  # type: ignore[assignment]
 
 
 @dataclass
@@ -210,7 +210,7 @@ class Classifier:
     def apply(self, items: Sequence[Work], conn: Connection) -> None:
         rules = self.rules.current
         uses_tiers = any(o.when.tiers is not None for o in rules.routing.overrides)
-        tiers = self._tiers(conn, items) if uses_tiers else {}
+        tiers = tiers_of(conn, items) if uses_tiers else {}
         routes: list[dict[str, Any]] = []
         forwards: list[OutgoingMail] = []
         for item in items:
@@ -294,10 +294,3 @@ class Classifier:
             conversation_id=item.facts.get("conversation_id"),
             rule=None,
         )
-
-    def _tiers(self, conn: Connection, items: Sequence[Work]) -> dict[int, str]:
-        ids = sorted({int(i.facts["contact_id"]) for i in items if i.facts.get("contact_id")})
-        if not ids:
-            return {}
-        rows = conn.execute(select(CONTACTS.c.id, CONTACTS.c.tier).where(CONTACTS.c.id.in_(ids)))
-        return {int(pk): tier for pk, tier in rows}
