@@ -78,7 +78,7 @@ def test_sigkill_at_random_moments_loses_and_doubles_nothing(
             timeout=60,
             what="the restarted daemon to make progress",
         )
-        time.sleep(rng.uniform(0.0, 0.25))
+        time.sleep(rng.uniform(0.0, 0.1))
         os.killpg(proc.pid, signal.SIGKILL)  # the main process and its runner processes
         proc.wait()
         progress.append(states(db))
