@@ -296,6 +296,7 @@ class Replier:
             # render now, outside the database's write lock; the ticket is filled in later
             item.facts["draft"] = self._draft(item, decision, None, self.clock.now(), True)
             item.facts["draft_rule"] = decision.rule
+            item.facts["draft_for"] = (item.facts.get("department"), item.facts.get("urgency"))
         item.facts["decision"] = decision
 
     def _draft(
@@ -401,6 +402,9 @@ class Replier:
         if (
             draft is None
             or early_rules_changed(item, decision)
+            # the classify step decided otherwise at commit (a tier override)
+            or item.facts.get("draft_for")
+            != (item.facts.get("department"), item.facts.get("urgency"))
             or tier not in DEFAULT_TIERS
             # a subject cut short through a stand-in: render again with the real ticket
             or (

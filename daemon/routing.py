@@ -145,7 +145,11 @@ class ClassifyStep:
             item.facts["skip_classify"] = True
             return
         message = item.message()
-        item.facts["prediction"] = self.classifier.predict(message.subject, message.text)
+        prediction = self.classifier.predict(message.subject, message.text)
+        item.facts["prediction"] = prediction
+        # known now for the reply step's template choice; tiers may change it at commit
+        route = decide(self.classifier.rules.current, item, prediction, None)
+        item.facts["department"], item.facts["urgency"] = route.department, route.urgency
 
     def apply(self, items: Sequence[Work], conn: Connection) -> None:
         self.classifier.apply(items, conn)

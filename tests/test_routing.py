@@ -240,3 +240,32 @@ def test_without_a_model_mail_goes_to_triage_until_one_appears(
         assert later.department == "billing"
     finally:
         application.db.dispose()
+
+
+def test_the_reply_uses_the_template_of_the_classified_department(
+    db_url: str, tmp_path: Path, clock: FrozenClock
+) -> None:
+    rules = RULES + (
+        "auto_replies:\n  rules:\n"
+        "    - {name: acknowledge, template: acknowledge, from: 'Acme <support@acme.example>'}\n"
+    )
+    application = make_app(db_url, tmp_path, clock, rules=rules)
+    try:
+        deliver_imap(
+            application,
+            make_mail(
+                subject="Complaint: third time asking, still no answer about my refund",
+                body="This is unacceptable. I have written three times about my refund and "
+                "nobody answers. I want to complain about your customer service.",
+                to=SUPPORT,
+                message_id="<complaint@x.example>",
+            ),
+        )
+        message, _ = routed(application, "<complaint@x.example>")
+        assert message.department == "complaints"
+        with application.db.reading() as conn:
+            raw = conn.execute(select(OUTBOX.c.raw).where(OUTBOX.c.kind == "auto-reply")).scalar()
+        assert raw is not None
+        assert b"sorry that you had reason to complain" in raw
+    finally:
+        application.db.dispose()
