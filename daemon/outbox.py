@@ -110,14 +110,6 @@ class Outbox:
         """Durably mark up to limit due rows as `sending` by this process, oldest first."""
         return self.exchange((), (), limit, ttl)
 
-    def settle(self, outcomes: Sequence[Outcome]) -> None:
-        """Record (id, state, detail, retry_in_seconds) for rows this process claimed."""
-        self.exchange(outcomes, (), 0, 0)
-
-    def release(self, ids: Sequence[int]) -> None:
-        """Hand claimed rows back untouched (the relay was unreachable; no attempt counted)."""
-        self.exchange((), ids, 0, 0)
-
     def exchange(
         self, outcomes: Sequence[Outcome], unsent: Sequence[int], limit: int, ttl: float
     ) -> list[Pending]:

@@ -149,6 +149,7 @@ class ClassifyStep:
         item.facts["prediction"] = prediction
         # known now for the reply step's template choice; tiers may change it at commit
         route = decide(self.classifier.rules.current, item, prediction, None)
+        item.facts["route"] = route
         item.facts["department"], item.facts["urgency"] = route.department, route.urgency
 
     def apply(self, items: Sequence[Work], conn: Connection) -> None:
@@ -222,7 +223,12 @@ class Classifier:
                 item.record["route_reason"] = "automated mail: not classified"
                 continue
             tier = tiers.get(int(item.facts.get("contact_id") or 0))
-            route = decide(rules, item, item.facts["prediction"], tier)
+            # only an override on the customer tier can change what prepare decided
+            route = (
+                decide(rules, item, item.facts["prediction"], tier)
+                if uses_tiers
+                else item.facts["route"]
+            )
             item.facts["department"] = route.department
             item.facts["urgency"] = route.urgency
             item.record.update(
