@@ -10,6 +10,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from .agent_replies import AgentReplies
 from .calendar import BusinessCalendar
 from .clock import SystemClock
 from .compose import split_mailbox
@@ -28,12 +29,19 @@ from .render import TemplateStore
 from .replies import Replier
 from .rules import Rules, RulesFile, load_rules
 from .runner import Runner
+from .schedule import Scheduler
 from .screening import Identity
 from .sender import Sender
 from .settings import Settings
+from .sla import SlaBook
+from .sla_imap import SlaFolders
+from .sla_sweep import Sweeper
+from .submission import SubmissionServer
+from .survey import Surveys
 
 # Steps register themselves by name when their modules are imported.
 from . import contacts as _contacts  # noqa: F401  isort: skip
+from . import sla_step as _sla_step  # noqa: F401  isort: skip
 from . import threads as _threads  # noqa: F401  isort: skip
 
 log = logging.getLogger(__name__)
@@ -62,6 +70,10 @@ class App:
     listener: IntakeListener | None
     outbox: Outbox
     sender: Sender | None
+    sla: SlaBook | None = None
+    sweeper: Sweeper | None = None
+    scheduler: Scheduler | None = None
+    submission: SubmissionServer | None = None
     stop_event: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
 
@@ -78,6 +90,13 @@ class App:
         self.imap.start()
         if self.sender is not None:
             self.sender.start()
+        if self.submission is not None:
+            self.submission.start()
+            log.info(
+                "submission port on %s:%s", self.settings.submission.host, self.submission.port
+            )
+        if self.scheduler is not None:
+            self.scheduler.start()
         if runner:
             thread = threading.Thread(
                 target=self.runner.run_forever, args=(self.stop_event,), name="runner", daemon=True
@@ -92,6 +111,13 @@ class App:
                 self.listener.stop()
             except Exception as exc:
                 log.warning("stopping the listener: %s", exc)
+        if self.submission is not None:
+            try:
+                self.submission.stop()
+            except Exception as exc:
+                log.warning("stopping the submission port: %s", exc)
+        if self.scheduler is not None:
+            self.scheduler.stop()
         self.imap.stop(timeout)
         self.stop_event.set()
         self.runner.wake()
@@ -105,8 +131,9 @@ class App:
 def build_app(settings: Settings, **overrides: Any) -> App:
     """Wire the daemon; overrides replace parts (clock, db, rules, connect, owner) in tests.
 
-    With intake=False the app only runs the runner (no IMAP workers, no listener);
-    with sender=False it queues outgoing mail but leaves sending to another process.
+    With intake=False the app only runs the runner (no IMAP workers, no listener, no
+    submission port); with sender=False it queues outgoing mail but leaves sending to
+    another process; with sweeper=False another process runs the SLA sweep.
     """
     clock: Clock = overrides.get("clock") or SystemClock()
     db: Database = overrides.get("db") or Database(settings.database_url)
@@ -136,12 +163,21 @@ def build_app(settings: Settings, **overrides: Any) -> App:
             identity,
             instance_key(db, "message-id"),
         )
+    sla = SlaBook(rules_file.fresh, clock)
+    templates = TemplateStore(settings.paths.templates)
+    mid_key = instance_key(db, "message-id")
+    survey_key = instance_key(db, "survey")
+    if settings.relay.enabled:
+        surveys = Surveys(templates, outbox, identity, survey_key, mid_key)
+        sla.on_resolved(surveys.after_resolution)
     steps = build_steps(
         step_names,
         conversation_rules=rules.conversations,
         identity=identity,
         replier=replier,
         classifier=classifier,
+        sla_book=sla,
+        survey_key=survey_key,
     )
     runner = Runner(
         db,
@@ -163,6 +199,7 @@ def build_app(settings: Settings, **overrides: Any) -> App:
         connect,
         lease_retry=settings.leases.retry,
         routing=lambda: rules_file.fresh().routing,
+        sla=lambda box: SlaFolders(db, clock, ledger, box, sla, identity),
     )
     if classifier is not None:
         runner.after_commit(imap.wake)  # routes to carry out
@@ -184,8 +221,36 @@ def build_app(settings: Settings, **overrides: Any) -> App:
         runner.before_batch(classifier.refresh)
     if settings.relay.enabled:
         runner.after_commit(outbox.notify)
+    submission = None
+    if settings.submission.enabled and intake_on:
+        if not settings.relay.enabled:
+            raise ConfigError("submission: the submission port relays through `relay`; enable it")
+        replies = AgentReplies(db, clock, outbox, sla, identity)
+        submission = SubmissionServer(settings.submission, replies.accept)
+    sweeper = scheduler = None
+    if overrides.get("sweeper", True):
+        sweeper = Sweeper(
+            db, clock, sla, templates, outbox if settings.relay.enabled else None, identity, mid_key
+        )
+        scheduler = Scheduler(clock)
+        scheduler.every("sla-sweep", rules.sla.sweep_every, sweeper.run)
     return App(
-        settings, rules, db, clock, owner, inbox, ledger, imap, runner, listener, outbox, sender
+        settings,
+        rules,
+        db,
+        clock,
+        owner,
+        inbox,
+        ledger,
+        imap,
+        runner,
+        listener,
+        outbox,
+        sender,
+        sla,
+        sweeper,
+        scheduler,
+        submission,
     )
 
 

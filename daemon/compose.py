@@ -126,3 +126,12 @@ class Outgoing:
             + _body(self.html, "html")
             + f"\r\n--{boundary}--\r\n".encode("ascii")
         )
+
+
+def automatic_headers(loop_header: str, loop_token: str) -> tuple[tuple[str, str], ...]:
+    """Headers of mail a machine sends on its own (notifications, surveys): never answered."""
+    return (
+        ("Auto-Submitted", "auto-generated"),
+        ("X-Auto-Response-Suppress", "All"),
+        (loop_header, loop_token),
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
 from sqlalchemy import select, update
@@ -18,6 +18,9 @@ from .inbox import DELIVERIES, MESSAGES
 from .interfaces import Clock
 from .rules import Routing
 from .settings import Mailbox
+
+if TYPE_CHECKING:
+    from .sla_imap import SlaFolders
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +139,7 @@ class FolderRoutes:
         folder_id: int,
         renew: Callable[[], None],
         routing: RoutingSource | None = None,
+        sla: SlaFolders | None = None,
     ) -> None:
         self.name = f"imap:{mailbox.name}/{folder}"
         self.mailbox = mailbox
@@ -146,6 +150,9 @@ class FolderRoutes:
         # one worker per mailbox (its first folder's) learns corrections from moves
         self.routing = routing if folder == mailbox.folders[0] else None
         self.sweep = MoveSweep(db, clock, ledger, mailbox) if self.routing is not None else None
+        # ... and watches the Sent and resolved folders for the SLA clocks
+        self.sla = sla if folder == mailbox.folders[0] else None
+        self.folder_id = folder_id
         self.sweep_every = SWEEP_EVERY
         self.carried_out = 0
         self._last_sweep: float | None = None
@@ -155,28 +162,38 @@ class FolderRoutes:
     def run(
         self, client: Any, uidvalidity: int, capabilities: set[bytes], selected: dict[bytes, Any]
     ) -> bool:
-        """One cycle: the pending routes, then (now and then) the correction sweep.
+        """One cycle: the pending routes, then (now and then) the sweeps of other folders.
 
         True when IMAP commands were sent: imapclient drops the untagged EXISTS they may
         have carried, so the caller must look for new mail again before it IDLEs.
         """
         settled = self.execute(client, uidvalidity, capabilities, selected.get(b"PERMANENTFLAGS"))
-        if self.sweep is None or self.routing is None:
-            return settled > 0
-        routing = self.routing()
         now = self.clock.monotonic()
-        folders = department_folders(routing, self.mailbox)
-        if not (routing.learn_from_moves and folders) or (
+        if (self.sweep is None and self.sla is None) or (
             self._last_sweep is not None and now - self._last_sweep < self.sweep_every
         ):
             return settled > 0
         self._last_sweep = now
-        if self.sweep.run(client, folders):
-            # the sweep examined other folders: select ours again before IDLE or the next FETCH
-            again = client.select_folder(self.folder)
-            if int(again[b"UIDVALIDITY"]) != uidvalidity:
-                raise MailSourceError(f"{self.name}: UIDVALIDITY changed; reconnecting")
+        selected_other = False
+        if self.sweep is not None and self.routing is not None:
+            routing = self.routing()
+            folders = department_folders(routing, self.mailbox)
+            if routing.learn_from_moves and folders:
+                selected_other |= self.sweep.run(client, folders)
+        if self.sla is not None:
+            if selected_other:
+                self._select_again(client, uidvalidity)
+                selected_other = False
+            selected_other |= self.sla.run(client, self.folder_id, uidvalidity)
+        if selected_other:
+            # the sweeps examined other folders: select ours again before IDLE or the next FETCH
+            self._select_again(client, uidvalidity)
         return True
+
+    def _select_again(self, client: Any, uidvalidity: int) -> None:
+        again = client.select_folder(self.folder)
+        if int(again[b"UIDVALIDITY"]) != uidvalidity:
+            raise MailSourceError(f"{self.name}: UIDVALIDITY changed; reconnecting")
 
     def execute(
         self,

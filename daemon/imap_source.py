@@ -9,7 +9,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
@@ -20,6 +20,9 @@ from .imap_routes import FolderRoutes, RoutingSource, move_uids
 from .inbox import Arrival, Inbox
 from .interfaces import Clock
 from .settings import Mailbox
+
+if TYPE_CHECKING:
+    from .sla_imap import SlaFolders
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +101,7 @@ class FolderWorker(threading.Thread):
         connect: Connector = connect_imap,
         lease_retry: float = 5.0,
         routing: RoutingSource | None = None,
+        sla: SlaFolders | None = None,
     ) -> None:
         super().__init__(name=f"imap:{mailbox.name}/{folder}", daemon=True)
         self.mailbox = mailbox
@@ -115,7 +119,7 @@ class FolderWorker(threading.Thread):
         self._careful: tuple[int, int] = (0, -1)
         # routes to carry out; with routing, also the sweep that learns corrections from moves
         self.routes = FolderRoutes(
-            inbox.db, clock, ledger, mailbox, folder, self.folder_id, self._renew, routing
+            inbox.db, clock, ledger, mailbox, folder, self.folder_id, self._renew, routing, sla
         )
         self.nudged = threading.Event()
 
@@ -381,11 +385,21 @@ class ImapSource:
         connect: Connector = connect_imap,
         lease_retry: float = 5.0,
         routing: RoutingSource | None = None,
+        sla: Callable[[Mailbox], SlaFolders] | None = None,
     ) -> None:
         self.stop_event = threading.Event()
         self.workers = [
             FolderWorker(
-                box, folder, inbox, ledger, clock, self.stop_event, connect, lease_retry, routing
+                box,
+                folder,
+                inbox,
+                ledger,
+                clock,
+                self.stop_event,
+                connect,
+                lease_retry,
+                routing,
+                sla(box) if sla is not None and folder == box.folders[0] else None,
             )
             for box in mailboxes
             for folder in box.folders

@@ -82,6 +82,25 @@ def insert_ignoring(conn: Connection, table: Table, index: Sequence[str]) -> Ins
     return sqlite.insert(table).on_conflict_do_nothing(index_elements=list(index))
 
 
+def insert_updating(
+    conn: Connection, table: Table, index: Sequence[str], columns: Sequence[str]
+) -> Insert:
+    """An INSERT that updates `columns` of the row already holding the unique `index` values."""
+    statement: Any
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects import postgresql
+
+        statement = postgresql.insert(table)
+    else:
+        from sqlalchemy.dialects import sqlite
+
+        statement = sqlite.insert(table)
+    result: Insert = statement.on_conflict_do_update(
+        index_elements=list(index), set_={name: statement.excluded[name] for name in columns}
+    )
+    return result
+
+
 @dataclass(frozen=True)
 class Arrival:
     """One message as it arrived: its bytes and, for IMAP, its UID."""

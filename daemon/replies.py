@@ -269,6 +269,8 @@ class Replier:
         verdict: Verdict | None = item.facts.get("verdict")
         if verdict is not None and verdict.automated:
             return Decision(None, None, f"automated mail ({verdict.kind}): {verdict.reason}")
+        if item.facts.get("survey_answer") is not None:
+            return Decision(None, None, "a satisfaction survey answer")
         rule = matching_rule(rules, item, tier)
         if rule is None:
             if item.facts.get("conversation_new") is False and matching_rule(

@@ -6,40 +6,20 @@ import json
 import logging
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from .calendar_config import CalendarConfig
 from .configfile import load_yaml, validate
 from .errors import ConfigError
+from .rule_types import ADDRESS, Duration, Keyword, Name, Strict
+from .sla_config import Sla
 
 log = logging.getLogger(__name__)
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
-_UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-_ADDRESS = r"^[^@\s<>]+@[^@\s<>]+$"
 
-
-def _seconds(value: Any) -> Any:
-    """Accept durations as numbers of seconds or text such as "90s", "30m", "24h", "2d"."""
-    if isinstance(value, str):
-        match = _DURATION.match(value)
-        if match is None:
-            raise ValueError(f"{value!r} is not a duration (e.g. 30m, 24h, 2d)")
-        return float(match.group(1)) * _UNIT[match.group(2)]
-    return value
-
-
-Duration = Annotated[float, BeforeValidator(_seconds), Field(ge=0)]
-Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ConversationRules(_Strict):
+class ConversationRules(Strict):
     """How messages are grouped into conversations (tickets)."""
 
     ticket_prefix: Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9-]{0,15}$")] = "MC"
@@ -47,23 +27,23 @@ class ConversationRules(_Strict):
     thread_by_tag: bool = True
 
 
-class Company(_Strict):
+class Company(Strict):
     """How replies sign off."""
 
     name: str = "Customer Service"
     signature: str = ""
 
 
-class Identity(_Strict):
+class Identity(Strict):
     """Who mailcare is: mail from these addresses is never answered."""
 
     # besides every mailbox `address`, every listener recipient and every reply `from`
-    addresses: list[Annotated[str, Field(pattern=_ADDRESS)]] = Field(default_factory=list)
+    addresses: list[Annotated[str, Field(pattern=ADDRESS)]] = Field(default_factory=list)
     loop_header: Annotated[str, Field(pattern=r"^X-[A-Za-z0-9-]{1,60}$")] = "X-Mailcare-Loop"
     company: Company = Company()
 
 
-class Match(_Strict):
+class Match(Strict):
     """Conditions of a rule; each given list must contain the message's value (AND of lists)."""
 
     # only the message that opens a conversation; follow-ups in a thread are not acknowledged
@@ -77,14 +57,14 @@ class Match(_Strict):
     tiers: list[str] | None = None
 
 
-class FaqChoice(_Strict):
+class FaqChoice(Strict):
     """How many FAQ answers an auto-reply offers, and how similar they must be."""
 
     limit: int = Field(default=3, ge=0, le=10)
     min_score: float = Field(default=0.2, ge=0, le=1)
 
 
-class ReplyRule(_Strict):
+class ReplyRule(Strict):
     """One auto-reply: when it applies, which template, from which address."""
 
     name: Name
@@ -102,7 +82,7 @@ class ReplyRule(_Strict):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
-class ReplyLimits(_Strict):
+class ReplyLimits(Strict):
     """Rate limits on auto-replies per recipient address."""
 
     # at most one reply per sender per rule within this window
@@ -112,7 +92,7 @@ class ReplyLimits(_Strict):
     max_per_day: int = Field(default=10, ge=1)
 
 
-class AutoReplies(_Strict):
+class AutoReplies(Strict):
     """Auto-reply rules: the first rule whose `when` matches answers the message."""
 
     enabled: bool = True
@@ -128,29 +108,26 @@ class AutoReplies(_Strict):
         return self
 
 
-Keyword = Annotated[str, Field(pattern=r"^\$?[A-Za-z0-9_.-]{1,64}$")]
-
-
-class Labels(_Strict):
+class Labels(Strict):
     """Rename or regroup the model's labels: model label -> the label mailcare uses."""
 
     department: dict[str, Name] = Field(default_factory=dict)
     urgency: dict[str, Name] = Field(default_factory=dict)
 
 
-class Department(_Strict):
+class Department(Strict):
     """Where agents see a department's mail: an IMAP folder, keywords, a forward."""
 
     folder: str | None = None
     keywords: list[Keyword] = Field(default_factory=list)
-    forward: Annotated[str, Field(pattern=_ADDRESS)] | None = None
+    forward: Annotated[str, Field(pattern=ADDRESS)] | None = None
 
 
-class OverrideMatch(_Strict):
+class OverrideMatch(Strict):
     """Conditions of an override; all given ones must hold."""
 
     sender_domains: list[str] | None = None
-    senders: list[Annotated[str, Field(pattern=_ADDRESS)]] | None = None
+    senders: list[Annotated[str, Field(pattern=ADDRESS)]] | None = None
     subject: str | None = None  # a regular expression, searched case-insensitively
     body: str | None = None
     tiers: list[str] | None = None
@@ -166,7 +143,7 @@ class OverrideMatch(_Strict):
         return self
 
 
-class Override(_Strict):
+class Override(Strict):
     """A rule that decides department and/or urgency instead of the model."""
 
     name: Name
@@ -181,7 +158,7 @@ class Override(_Strict):
         return self
 
 
-class Routing(_Strict):
+class Routing(Strict):
     """Classification: the model, where unsure mail goes, and how decisions become visible."""
 
     model: Name = "default"
@@ -194,7 +171,7 @@ class Routing(_Strict):
     learn_from_moves: bool = True
 
 
-class Rules(_Strict):
+class Rules(Strict):
     """Everything rules.yaml decides."""
 
     version: Literal[1] = 1
@@ -204,15 +181,27 @@ class Rules(_Strict):
     labels: Labels = Labels()
     routing: Routing = Routing()
     auto_replies: AutoReplies = AutoReplies()
+    sla: Sla = Sla()
 
     @model_validator(mode="after")
     def _known_calendars(self) -> Rules:
+        known = ", ".join(sorted(self.calendars)) or "none defined"
         for rule in self.auto_replies.rules:
             if rule.calendar is not None and rule.calendar not in self.calendars:
-                known = ", ".join(sorted(self.calendars)) or "none defined"
                 raise ValueError(
                     f"auto_replies rule {rule.name}: unknown calendar {rule.calendar!r} ({known})"
                 )
+        if self.sla.calendar is not None and self.sla.calendar not in self.calendars:
+            raise ValueError(f"sla: unknown calendar {self.sla.calendar!r} ({known})")
+        for policy in self.sla.policies:
+            name = self.sla.calendar_of(policy)
+            if policy.business and name is None:
+                raise ValueError(
+                    f"sla policy {policy.name}: business minutes need a calendar "
+                    "(set `calendar` here or in sla, or `business: false` for wall-clock minutes)"
+                )
+            if name is not None and name not in self.calendars:
+                raise ValueError(f"sla policy {policy.name}: unknown calendar {name!r} ({known})")
         return self
 
 

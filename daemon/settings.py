@@ -129,6 +129,9 @@ class Intake(_Strict):
         return self
 
 
+STEPS = ["parse", "screen", "thread", "contact", "classify", "sla", "reply"]
+
+
 class Runner(_Strict):
     """How the runner claims and processes stored messages."""
 
@@ -137,9 +140,7 @@ class Runner(_Strict):
     # mail in and that many runner processes work in parallel (bench/intake.py measured
     # two to be fastest on two cores)
     processes: int = Field(default_factory=lambda: min(os.cpu_count() or 1, 2), ge=1, le=64)
-    steps: list[str] = Field(
-        default_factory=lambda: ["parse", "screen", "thread", "contact", "classify", "reply"]
-    )
+    steps: list[str] = Field(default_factory=STEPS.copy)
     max_attempts: int = Field(default=3, ge=1)
     claim_ttl: float = Field(default=60.0, gt=0)
     idle_wait: float = Field(default=0.2, gt=0)
@@ -191,6 +192,47 @@ class Relay(_Strict):
         return {"implicit": 465, "starttls": 587, "none": 25}[self.tls]
 
 
+class SubmissionUser(_Strict):
+    """An agent allowed to send through the submission port."""
+
+    username: Annotated[str, Field(min_length=1, max_length=256)]
+    password: Secret
+
+
+class Submission(_Strict):
+    """The SMTP submission port agents' mail clients use as their outgoing server."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    # 0: a free port is picked at start
+    port: int = Field(default=587, ge=0, le=65535)
+    # AUTH is offered only inside TLS; plaintext AUTH needs tls: none, which needs loopback
+    tls: Literal["starttls", "implicit", "none"] = "starttls"
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    users: list[SubmissionUser] = Field(default_factory=list)
+    max_size: int = Field(default=35 * 1024 * 1024, ge=1024)
+    hostname: str = "mailcare"
+
+    @model_validator(mode="after")
+    def _checked(self) -> Submission:
+        if self.tls == "none" and not _is_loopback(self.host):
+            raise ValueError(
+                "tls: none is allowed only for loopback hosts; use implicit or starttls"
+            )
+        if not self.enabled:
+            return self
+        if self.tls != "none" and (self.cert_file is None or self.key_file is None):
+            raise ValueError(f"`cert_file` and `key_file` are required when tls is {self.tls}")
+        if not self.users:
+            raise ValueError("an enabled submission port needs `users`: AUTH is always required")
+        names = [u.username for u in self.users]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"submission usernames must be unique: {', '.join(dupes)}")
+        return self
+
+
 class Leases(_Strict):
     """Folder leases shared by several `mailcare run` processes on one database."""
 
@@ -216,6 +258,7 @@ class Settings(_Strict):
     runner: Runner = Runner()
     leases: Leases = Leases()
     relay: Relay = Relay()
+    submission: Submission = Submission()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @model_validator(mode="after")

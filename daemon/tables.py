@@ -322,3 +322,66 @@ class Correction(Base):
     label: Mapped[str] = mapped_column(String(64))
     source: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(Instant(), index=True)
+
+
+class SlaEvent(Base):
+    """Something that happened to a conversation's SLA clock; `key` makes recording idempotent."""
+
+    __tablename__ = "sla_events"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), unique=True)
+    conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    at: Mapped[datetime] = mapped_column(Instant())
+    source: Mapped[str] = mapped_column(String(32))
+    message_pk: Mapped[int | None] = mapped_column(ForeignKey("messages.id"))
+    detail: Mapped[str | None] = mapped_column(Text)
+    recorded_at: Mapped[datetime] = mapped_column(Instant())
+
+
+class SlaClock(Base):
+    """A conversation's SLA clock as its events and policy define it (recomputed on change)."""
+
+    __tablename__ = "sla_clocks"
+    __table_args__ = (
+        Index("ix_sla_clocks_next_check_at", "next_check_at"),
+        Index("ix_sla_clocks_opened_at", "opened_at"),
+    )
+
+    conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id"), primary_key=True)
+    policy: Mapped[str | None] = mapped_column(String(64))
+    mailbox: Mapped[str | None] = mapped_column(String(64))
+    department: Mapped[str | None] = mapped_column(String(64))
+    urgency: Mapped[str | None] = mapped_column(String(32))
+    tier: Mapped[str | None] = mapped_column(String(32))
+    calendar: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    opened_at: Mapped[datetime] = mapped_column(Instant())
+    waiting_since: Mapped[datetime | None] = mapped_column(Instant())
+    first_response_due: Mapped[datetime | None] = mapped_column(Instant())
+    first_response_at: Mapped[datetime | None] = mapped_column(Instant())
+    first_response_minutes: Mapped[float | None] = mapped_column(Float)
+    next_response_due: Mapped[datetime | None] = mapped_column(Instant())
+    next_response_rounds: Mapped[int] = mapped_column(Integer, default=0)
+    next_response_breaches: Mapped[int] = mapped_column(Integer, default=0)
+    resolution_due: Mapped[datetime | None] = mapped_column(Instant())
+    resolved_at: Mapped[datetime | None] = mapped_column(Instant())
+    resolution_minutes: Mapped[float | None] = mapped_column(Float)
+    # JSON: the warnings and breaches still to announce, and those already announced
+    checks: Mapped[str] = mapped_column(Text, default="[]")
+    notified: Mapped[str] = mapped_column(Text, default="[]")
+    next_check_at: Mapped[datetime | None] = mapped_column(Instant())
+    updated_at: Mapped[datetime] = mapped_column(Instant())
+
+
+class SurveyAnswer(Base):
+    """A customer's satisfaction rating of a resolved conversation (the latest one counts)."""
+
+    __tablename__ = "survey_answers"
+
+    conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id"), primary_key=True)
+    rating: Mapped[int] = mapped_column(Integer)
+    answered_at: Mapped[datetime] = mapped_column(Instant(), index=True)
+    message_pk: Mapped[int | None] = mapped_column(ForeignKey("messages.id"))
+    channel: Mapped[str] = mapped_column(String(16))
