@@ -163,13 +163,10 @@ def build_app(settings: Settings, **overrides: Any) -> App:
             identity,
             instance_key(db, "message-id"),
         )
-    sla = SlaBook(rules_file.fresh, clock)
     templates = TemplateStore(settings.paths.templates)
     mid_key = instance_key(db, "message-id")
     survey_key = instance_key(db, "survey")
-    if settings.relay.enabled:
-        surveys = Surveys(templates, outbox, identity, survey_key, mid_key)
-        sla.on_resolved(surveys.after_resolution)
+    sla = build_sla_book(settings, rules_file, db, clock, identity, outbox, templates)
     steps = build_steps(
         step_names,
         conversation_rules=rules.conversations,
@@ -277,6 +274,24 @@ def build_identity(settings: Settings, rules: Rules, db: Database) -> Identity:
     addresses, domains = own_addresses(settings, rules)
     token = hmac.new(instance_key(db, "loop"), b"loop", hashlib.sha256).hexdigest()[:24]
     return Identity(addresses, domains, token, rules.identity.loop_header)
+
+
+def build_sla_book(
+    settings: Settings,
+    rules_file: RulesFile,
+    db: Database,
+    clock: Clock,
+    identity: Identity,
+    outbox: Outbox,
+    templates: TemplateStore,
+) -> SlaBook:
+    """The SLA event book; with a relay, resolutions are followed by the satisfaction survey."""
+    book = SlaBook(rules_file.fresh, clock)
+    if settings.relay.enabled:
+        keys = (instance_key(db, "survey"), instance_key(db, "message-id"))
+        surveys = Surveys(templates, outbox, identity, *keys)
+        book.on_resolved(surveys.after_resolution)
+    return book
 
 
 def build_replier(

@@ -18,6 +18,7 @@ from .corrections import register as register_corrections
 from .database import Database
 from .errors import MailcareError
 from .settings import Settings, load_settings
+from .sla_cli import register as register_sla
 from .workers import configure_logging
 
 log = logging.getLogger("mailcare")
@@ -274,6 +275,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
 
     register_admin(sub)
     register_corrections(sub)
+    register_sla(sub)
 
     demo = sub.add_parser("demo", help="run a self-contained demo with embedded servers")
     demo.add_argument("--workdir", help="keep the demo's files here")
