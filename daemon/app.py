@@ -229,7 +229,7 @@ def build_app(settings: Settings, **overrides: Any) -> App:
         sweeper = Sweeper(
             db, clock, sla, templates, outbox if settings.relay.enabled else None, identity, mid_key
         )
-        scheduler = Scheduler(clock)
+        scheduler = Scheduler()
         scheduler.every("sla-sweep", rules.sla.sweep_every, sweeper.run)
     return App(
         settings,

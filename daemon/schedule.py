@@ -12,16 +12,20 @@ from datetime import UTC
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from .interfaces import Clock
+from .clock import SystemClock
 
 log = logging.getLogger(__name__)
 
 
 class Scheduler:
-    """Runs named jobs every so many seconds in a background thread."""
+    """Runs named jobs every so many seconds in a background thread.
 
-    def __init__(self, clock: Clock) -> None:
-        self.clock = clock
+    The scheduler keeps real time (a test's frozen clock would make it replay every missed
+    interval); the jobs read their own clock.
+    """
+
+    def __init__(self) -> None:
+        self.clock = SystemClock()
         self._scheduler = BackgroundScheduler(
             timezone=UTC,
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},

@@ -32,9 +32,6 @@ CLOCKS: Table = SlaClock.__table__  # type: ignore[assignment]
 CONVERSATIONS: Table = Conversation.__table__  # type: ignore[assignment]
 CONTACTS: Table = Contact.__table__  # type: ignore[assignment]
 
-# conversations without a matching policy are still measured, against no target
-_UNBOUNDED = 1e9
-
 
 @dataclass(frozen=True, slots=True)
 class NewEvent:
@@ -197,10 +194,10 @@ class SlaBook:
             department, urgency = labels.get(conv, (None, None))
             mailbox, tier = facts[conv].mailbox, facts[conv].tier
             policy = rules.sla.policy_for(department, urgency, tier, mailbox)
-            measured = policy or _measure_only(rules)
-            calendar_name = rules.sla.calendar_of(measured)
+            # without a policy, times are still measured (on the default calendar)
+            calendar_name = rules.sla.calendar_of(policy) if policy else rules.sla.calendar
             calendar = self.calendars.get(rules, calendar_name)
-            state = evaluate(events[conv], measured, calendar)
+            state = evaluate(events[conv], policy, calendar)
             if state.opened_at is None:
                 continue
             old_status, notified = before.get(conv, (None, "[]"))
@@ -212,7 +209,7 @@ class SlaBook:
                 department=department,
                 urgency=urgency,
                 tier=tier,
-                calendar=calendar_name if policy else None,
+                calendar=calendar_name,
                 notified=notified,
                 updated_at=now,
             )
@@ -222,18 +219,6 @@ class SlaBook:
         if rows:
             _upsert(conn, rows)
         return resolutions
-
-
-def _measure_only(rules: Rules) -> Policy:
-    """A policy without real targets: the clock still measures response and resolution."""
-    return Policy(
-        name="none",
-        calendar=rules.sla.calendar,
-        business=rules.sla.calendar is not None,
-        first_response=_UNBOUNDED,
-        resolution=_UNBOUNDED,
-        warn=None,
-    )
 
 
 def _row(state: ClockState, policy: Policy | None, notified_json: str) -> dict[str, Any]:

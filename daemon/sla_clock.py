@@ -12,11 +12,13 @@ the last word is ours. Stopped time never counts towards a target.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from .calendar import BusinessCalendar
+from .clock import utc
 from .sla_config import Policy
 
 KINDS = ("opened", "customer", "response", "paused", "resumed", "resolved", "reopened")
@@ -187,16 +189,20 @@ def ordered(events: Iterable[Event]) -> list[Event]:
 
 
 def evaluate(
-    events: Iterable[Event], policy: Policy, calendar: BusinessCalendar | None
+    events: Iterable[Event], policy: Policy | None, calendar: BusinessCalendar | None
 ) -> ClockState:
-    """The clock of one conversation under a policy (calendar None: wall-clock minutes)."""
-    timeline = ordered(events)
+    """The clock of one conversation under a policy (calendar None: wall-clock minutes).
+
+    Without a policy the clock only measures: every target runs without a due time.
+    """
+    # In UTC: wall-clock arithmetic and order on aware local times go wrong across DST.
+    timeline = ordered(Event(e.kind, utc(e.at)) for e in events)
     opened = next((e.at for e in timeline if e.kind in CUSTOMER_KINDS), None)
     if opened is None:
         return ClockState("open", None, None, None, None)
     timeline = [e for e in timeline if e.at >= opened]
-    stops, status = _stops(timeline, policy.pause_while_waiting)
-    running = _Running(Meter(calendar if policy.business else None), stops)
+    stops, status = _stops(timeline, policy is not None and policy.pause_while_waiting)
+    running = _Running(Meter(calendar if policy is None or policy.business else None), stops)
 
     first_response: datetime | None = None
     resolved_at: datetime | None = None
@@ -220,6 +226,9 @@ def evaluate(
         resolved_at = None
 
     def target(name: str, round_no: int, start: datetime, done: datetime | None) -> Target | None:
+        minutes = running.counted(start, done) if done is not None else None
+        if policy is None:
+            return Target(name, round_no, start, math.inf, None, None, done, minutes, None)
         allowed = policy.target(name)
         if allowed is None:
             return None
@@ -231,10 +240,10 @@ def evaluate(
                 leads.append(allowed * policy.warn.at_percent / 100)
             if policy.warn.before is not None:
                 leads.append(max(0.0, allowed - policy.warn.before))
-            warn = min(w for w in (running.reach(start, m) for m in leads) if w is not None)
-        minutes = running.counted(start, done) if done is not None else None
+            reached = [w for w in (running.reach(start, m) for m in leads) if w is not None]
+            warn = min(reached, default=None)  # a warning with neither share nor lead: none
         deadline = due
-        if done is not None and due is None:
+        if done is not None:  # stops that began at or after done_at cannot move it
             before = _Running(running.meter, [s for s in stops if s[0] < done])
             deadline = before.reach(start, allowed)
         return Target(name, round_no, start, allowed, due, warn, done, minutes, deadline)

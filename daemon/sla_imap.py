@@ -9,8 +9,8 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from imapclient.imapclient import SENT
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
+from imapclient.imapclient import SENT
 from sqlalchemy import Connection, and_, select, update
 
 from .clock import utc

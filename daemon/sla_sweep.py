@@ -71,6 +71,7 @@ class Sweeper:
         self.batch = batch
         self._rules: Rules | None = None
         self.queued = 0
+        self.runs = 0
 
     def run(self) -> int:
         """One sweep; returns the number of notifications queued."""
@@ -80,6 +81,7 @@ class Sweeper:
             log.info("rules changed: %d open SLA clocks recomputed", count)
         self._rules = rules
         if self.outbox is None or not rules.sla.enabled:
+            self.runs += 1
             return 0
         if self.templates.changed():
             self.templates.reload()
@@ -95,6 +97,7 @@ class Sweeper:
             self.outbox.notify()
             log.info("SLA sweep: %d notifications queued", queued)
         self.queued += queued
+        self.runs += 1
         return queued
 
     def recompute_open(self) -> int:
