@@ -170,6 +170,7 @@ def rules_problems(rules: Rules, settings: Settings) -> list[str]:
             )
         if rule.calendar is not None and rule.calendar not in rules.calendars:
             problems.append(f"{where}.calendar: unknown calendar {rule.calendar!r}")
+    problems.extend(_sla_problems(rules, store))
     from .calendar import BusinessCalendar
 
     for name, config in rules.calendars.items():
@@ -177,6 +178,40 @@ def rules_problems(rules: Rules, settings: Settings) -> list[str]:
             BusinessCalendar.from_config(config)
         except MailcareError as exc:
             problems.append(f"calendars.{name}: {exc}")
+    return problems
+
+
+def _sla_problems(rules: Rules, store: Any) -> list[str]:
+    """What the sla section needs and lacks: templates, sender addresses, lead addresses."""
+    from .compose import split_mailbox
+
+    sla = rules.sla
+    problems: list[str] = []
+    if not sla.enabled:
+        return problems
+    if sla.policies:
+        for kind in ("warning", "breach"):
+            name = f"{sla.notify_template}-{kind}"
+            if not store.exists("notifications", name):
+                problems.append(
+                    f"sla.notify_template: no templates/notifications/{name}/ with a default.txt"
+                )
+        if sla.lead_for(None) is None:
+            problems.append(
+                "sla.leads: no `default` lead: departments without their own lead get no "
+                "warnings or escalations"
+            )
+    for where, value in (("sla.from", sla.notify_from), ("sla.survey.from", sla.survey.sender)):
+        if value is None or (where == "sla.survey.from" and not sla.survey.enabled):
+            continue
+        try:
+            split_mailbox(value)
+        except ValueError as exc:
+            problems.append(f"{where}: {exc}")
+    if sla.survey.enabled and not store.exists("surveys", sla.survey.template):
+        problems.append(
+            f"sla.survey.template: no templates/surveys/{sla.survey.template}/ with a default.txt"
+        )
     return problems
 
 

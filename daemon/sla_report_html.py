@@ -7,12 +7,10 @@ from collections.abc import Sequence
 from jinja2 import Environment
 from markupsafe import Markup
 
-from .sla_report import (
+from .sla_report import Bucket, Report, Week
+from .sla_report_format import (
     GROUP_HEADINGS,
     WAITING_HEADINGS,
-    Bucket,
-    Report,
-    Week,
     fmt,
     group_cells,
     period,

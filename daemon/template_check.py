@@ -36,6 +36,40 @@ class Finding:
 
 def sample_context(language: str | None = "en") -> dict[str, object]:
     """Return realistic template variables for previews and `check` (Chinese for `zh`)."""
+    values = _reply_sample(language)
+    values.update(_notice_sample(language))
+    return values
+
+
+def _notice_sample(language: str | None) -> dict[str, object]:
+    """The variables of SLA notifications and satisfaction surveys."""
+    from .survey import LABELS
+
+    labels = LABELS["zh" if language == "zh" else "en"]
+    return {
+        "kind": "warning",
+        "target": "first_response",
+        "target_label": "first response",
+        "round": 0,
+        "policy": "standard",
+        "due": "Monday 5 January, 14:00 (Europe/Berlin)",
+        "opened": "Monday 5 January, 10:00 (Europe/Berlin)",
+        "waiting_since": "Monday 5 January, 10:00 (Europe/Berlin)",
+        "minutes_left": 48,
+        "ratings": [
+            {
+                "value": value,
+                "label": labels[value - 1],
+                "token": f"mcs-1042-{value}-20458-abcdefghijklmnop",
+                "url": f"mailto:support@example.com?subject=%5BMC%231042%5D%20rating%20{value}",
+            }
+            for value in range(1, 6)
+        ],
+    }
+
+
+def _reply_sample(language: str | None) -> dict[str, object]:
+    """The variables of auto-replies."""
     if language == "zh":
         return {
             "ticket": "[MC#1042]",

@@ -363,3 +363,24 @@ def test_sweeper_without_relay_sends_nothing(
         assert mails(app, "sla-breach") == []
     finally:
         app.db.dispose()
+
+
+def test_rules_check_names_missing_sla_templates_and_leads(tmp_path: Path) -> None:
+    from daemon.admin import rules_problems
+
+    path = tmp_path / "rules.yaml"
+    path.write_text(
+        "version: 1\ncalendars:\n  office: {timezone: UTC, always_open: true}\n"
+        "sla:\n  calendar: office\n  from: sla@acme.example\n  notify_template: escalate\n"
+        "  leads: {billing: billing-lead@acme.example}\n"
+        "  survey: {enabled: true, template: nps, from: support@acme.example}\n"
+        "  policies:\n    - {name: p, first_response: 1h}\n",
+        encoding="utf-8",
+    )
+    settings = settings_for("sqlite://", paths={"templates": str(ROOT / "templates")})
+    problems = rules_problems(load_rules(path), settings)
+    assert any("templates/notifications/escalate-warning/" in p for p in problems)
+    assert any("templates/notifications/escalate-breach/" in p for p in problems)
+    assert any("templates/surveys/nps/" in p for p in problems)
+    assert any(p.startswith("sla.leads: no `default` lead") for p in problems)
+    assert rules_problems(load_rules(ROOT / "rules.yaml"), settings) == []

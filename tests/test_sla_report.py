@@ -19,13 +19,10 @@ from daemon.sla_report import (
     Report,
     add_report_parser,
     build_report,
-    format_csv,
-    format_html,
-    format_json,
-    format_table,
     parse_when,
     quantile,
 )
+from daemon.sla_report_format import format_csv, format_html, format_json, format_table
 from daemon.tables import Conversation, SlaClock, SurveyAnswer
 
 NOW = datetime(2026, 1, 10, 12, 0, tzinfo=UTC)
