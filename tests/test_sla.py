@@ -384,3 +384,47 @@ def test_rules_check_names_missing_sla_templates_and_leads(tmp_path: Path) -> No
     assert any("templates/surveys/nps/" in p for p in problems)
     assert any(p.startswith("sla.leads: no `default` lead") for p in problems)
     assert rules_problems(load_rules(ROOT / "rules.yaml"), settings) == []
+
+
+def test_sla_commands_resolve_show_and_report(tmp_path: Path, clock: FrozenClock) -> None:
+    from tests.test_cli import mailcare
+
+    db_url = f"sqlite:///{tmp_path / 'cli.sqlite3'}"
+    from daemon.database import Database
+
+    Database(db_url).upgrade()
+    app = make_app(db_url, tmp_path, clock)
+    deliver(app, make_mail())
+    app.db.dispose()
+    config = tmp_path / "mailcare.yaml"
+    config.write_text(
+        f"database_url: {db_url}\n"
+        f"paths: {{rules: {tmp_path / 'rules.yaml'}, templates: {ROOT / 'templates'}}}\n"
+        "relay: {enabled: true, host: 127.0.0.1, port: 2525, tls: none}\n",
+        encoding="utf-8",
+    )
+    shown = json.loads(mailcare("sla", "show", "MC#1", "--json", config=config).stdout)
+    assert shown["status"] == "open" and shown["policy"] == "standard"
+    assert [e["kind"] for e in shown["events"]] == ["opened"]
+    assert "now paused" in mailcare("sla", "pause", "1", config=config).stdout
+    assert "now open" in mailcare("sla", "resume", "[MC#1]", config=config).stdout
+    done = mailcare("sla", "resolve", "<m1@customer.example>", "--note", "fixed", config=config)
+    assert "now resolved" in done.stdout
+    shown = json.loads(mailcare("sla", "show", "MC#1", "--json", config=config).stdout)
+    assert [e["kind"] for e in shown["events"]] == ["opened", "paused", "resumed", "resolved"]
+    assert shown["events"][-1]["detail"] == "fixed" and shown["events"][-1]["source"] == "command"
+    missing = mailcare("sla", "show", "MC#99", config=config, check=False)
+    assert missing.returncode == 1 and "no SLA clock" in missing.stderr
+    report = json.loads(
+        mailcare("sla", "report", "--since", "2026-01-01", "--format", "json", config=config).stdout
+    )
+    assert report["total"]["conversations"] == 1
+    assert report["total"]["resolution"]["done"] == 1
+    html = tmp_path / "sla.html"
+    mailcare("sla", "report", "--format", "html", "--output", str(html), config=config)
+    assert "<svg" in html.read_text(encoding="utf-8")
+    check = Database(db_url)
+    with check.reading() as conn:
+        kinds = conn.execute(select(OUTBOX.c.kind).order_by(OUTBOX.c.id)).scalars().all()
+    check.dispose()
+    assert kinds == ["auto-reply", "survey"]

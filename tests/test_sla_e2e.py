@@ -53,6 +53,8 @@ sla:
   from: "SLA monitor <sla@acme.example>"
   leads: {default: lead@acme.example}
   sweep_every: 0.1
+  resolved_folder: Resolved
+  survey: {enabled: true, from: "Support <%(support)s>"}
   policies:
     - {name: standard, first_response: 4h, resolution: 14h, warn: null}
 """
@@ -246,3 +248,54 @@ def test_an_unanswered_request_is_escalated_exactly_once_across_a_restart(
     assert app.sweeper is not None
     wait_until(lambda: app.sweeper is not None and app.sweeper.runs >= 5, what="sweeps")
     assert len(to(sink, "lead@acme.example")) == 1
+
+
+def test_agents_resolve_by_keyword_or_by_moving_and_filed_notices_are_no_response(
+    daemon: tuple[Daemon, Account], dovecot: Dovecot, sink: SmtpSink
+) -> None:
+    runner, account = daemon
+    app = runner.start()
+    for number in (4, 5):
+        dovecot.lmtp_deliver(account, customer_mail(account, number))
+        wait_until(lambda n=number: to(sink, f"c{n}@customer.example"), what="an auto-reply")
+    runner.clock.advance(timedelta(minutes=30))
+    client = dovecot.open_client(account)
+    try:
+        # an agent's away notice filed in Sent is no response
+        notice = (
+            agent_reply(account, 4, runner.clock.now())
+            .replace(b"Subject:", b"Auto-Submitted: auto-replied\r\nSubject:", 1)
+            .replace(b"<a4@acme.example>", b"<away4@acme.example>")
+        )
+        client.append("Sent", notice, msg_time=runner.clock.now())
+        client.select_folder("INBOX")
+        [four_uid] = client.search(["HEADER", "Message-ID", "q4@customer.example"])
+        [five_uid] = client.search(["HEADER", "Message-ID", "q5@customer.example"])
+        client.add_flags([four_uid], [b"$Resolved"])
+        if not client.folder_exists("Resolved"):
+            client.create_folder("Resolved")
+        client.move([five_uid], "Resolved")
+    finally:
+        client.logout()
+
+    def resolved(message_id: str) -> Any:
+        app.imap.wake()
+        row = runner.clock_of(message_id)
+        return row if row is not None and row.status == "resolved" else None
+
+    four = wait_until(lambda: resolved("<q4@customer.example>"), what="resolved by keyword")
+    five = wait_until(lambda: resolved("<q5@customer.example>"), what="resolved by moving")
+    assert four.first_response_at is None  # the away notice did not count
+    assert four.resolved_at == five.resolved_at == runner.clock.now()
+    assert four.resolution_minutes == pytest.approx(30.0)
+    # each customer gets one satisfaction survey
+    for number in (4, 5):
+        surveys = wait_until(
+            lambda n=number: [
+                m
+                for m in to(sink, f"c{n}@customer.example")
+                if "How did we do" in str(parsed(m)["Subject"])
+            ],
+            what="the survey",
+        )
+        assert len(surveys) == 1
