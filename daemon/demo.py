@@ -15,15 +15,26 @@ from sqlalchemy import func, select
 from .app import build_app
 from .database import Database
 from .demo_mail import SALES, SUPPORT, Sample, samples
+from .demo_sla import AGENT, SLA_RULES, sla_demo
 from .embedded import EmbeddedImapServer
 from .inbox import MESSAGES
 from .outbox import OUTBOX
-from .settings import Intake, Mailbox, Paths, Relay, Secret, Settings
+from .settings import (
+    Intake,
+    Mailbox,
+    Paths,
+    Relay,
+    Secret,
+    Settings,
+    Submission,
+    SubmissionUser,
+)
 from .sink import SmtpSink
 from .status import collect, render
 from .tables import Attachment, Contact, Conversation
 
 PASSWORD_ENV = "MAILCARE_DEMO_PASSWORD"
+AGENT_ENV = "MAILCARE_DEMO_AGENT_PASSWORD"
 ROOT = Path(__file__).resolve().parent.parent
 
 DEMO_RULES = f"""\
@@ -42,7 +53,7 @@ auto_replies:
       from: "Acme Customer Service <{SUPPORT}>"
       calendar: office
       answer_within: {{default: 480}}
-"""
+""" + SLA_RULES.format(support=SUPPORT)
 
 # machine mail the demo adds: none of it may be answered
 MACHINE_MAIL = [
@@ -212,6 +223,7 @@ def run_demo(workdir: Path | None = None, keep: bool = False) -> int:
     sink = SmtpSink(hostname="relay.demo").start()
     (base / "rules.yaml").write_text(DEMO_RULES, encoding="utf-8")
     os.environ[PASSWORD_ENV] = "demo-password"
+    os.environ[AGENT_ENV] = "demo-agent-password"
     imap.add_user("support", os.environ[PASSWORD_ENV])
     settings = Settings(
         database_url=f"sqlite:///{base / 'mailcare.sqlite3'}",
@@ -235,6 +247,12 @@ def run_demo(workdir: Path | None = None, keep: bool = False) -> int:
             rules=base / "rules.yaml", templates=ROOT / "templates", models=ROOT / "models"
         ),
         relay=Relay(enabled=True, host="127.0.0.1", port=sink.port, tls="none", idle_wait=0.1),
+        submission=Submission(
+            enabled=True,
+            port=0,
+            tls="none",
+            users=[SubmissionUser(username=AGENT, password=Secret(env=AGENT_ENV))],
+        ),
     ).resolve(base)
     db = Database(settings.database_url)
     db.upgrade()
@@ -279,6 +297,8 @@ def run_demo(workdir: Path | None = None, keep: bool = False) -> int:
         print(_report(db, app.rules.conversations.ticket_prefix))
         print()
         print(_replies_report(db, sink, sent))
+        print()
+        print(sla_demo(app, db, sink, os.environ[AGENT_ENV], SUPPORT))
         print()
         print("mailcare status:")
         print(render(status))

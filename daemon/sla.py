@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -56,6 +56,7 @@ class Resolution:
     urgency: str | None
 
 
+Labels = tuple[str | None, str | None]  # department, urgency
 ResolvedHook = Callable[[Connection, Sequence[Resolution], Rules], None]
 
 
@@ -105,8 +106,17 @@ class SlaBook:
         """Call hook, in the recording transaction, for conversations that became resolved."""
         self._resolved_hooks.append(hook)
 
-    def record(self, conn: Connection, events: Iterable[NewEvent]) -> list[int]:
-        """Insert the events not recorded before and recompute their conversations' clocks."""
+    def record(
+        self,
+        conn: Connection,
+        events: Iterable[NewEvent],
+        labels: Mapping[int, Labels] | None = None,
+    ) -> list[int]:
+        """Insert the events not recorded before and recompute their conversations' clocks.
+
+        labels: (department, urgency) of conversations whose opening message is being
+        processed in this very transaction and has no stored classification yet.
+        """
         now = self.clock.now()
         rows = [
             {
@@ -127,7 +137,7 @@ class SlaBook:
         statement = insert_ignoring(conn, EVENTS, ["key"]).returning(EVENTS.c.conversation_id)
         changed = sorted({int(conv) for (conv,) in conn.execute(statement, rows)})
         if changed:
-            self.recompute(conn, changed)
+            self.recompute(conn, changed, labels)
         return changed
 
     def status(self, conn: Connection, conversation_ids: Sequence[int]) -> dict[int, str]:
@@ -141,20 +151,27 @@ class SlaBook:
         )
         return {int(conv): status for conv, status in rows}
 
-    def recompute(self, conn: Connection, conversation_ids: Sequence[int]) -> int:
+    def recompute(
+        self,
+        conn: Connection,
+        conversation_ids: Sequence[int],
+        labels: Mapping[int, Labels] | None = None,
+    ) -> int:
         """Derive the clocks of these conversations from their events and the current policy."""
         rules = self.rules()
         ids = sorted(set(conversation_ids))
         resolutions: list[Resolution] = []
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
-            resolutions.extend(self._recompute(conn, rules, chunk))
+            resolutions.extend(self._recompute(conn, rules, chunk, labels or {}))
         if resolutions:
             for hook in self._resolved_hooks:
                 hook(conn, resolutions, rules)
         return len(ids)
 
-    def _recompute(self, conn: Connection, rules: Rules, ids: list[int]) -> list[Resolution]:
+    def _recompute(
+        self, conn: Connection, rules: Rules, ids: list[int], hints: Mapping[int, Labels]
+    ) -> list[Resolution]:
         events: dict[int, list[Event]] = {conv: [] for conv in ids}
         for conv, kind, at in conn.execute(
             select(EVENTS.c.conversation_id, EVENTS.c.kind, EVENTS.c.at).where(
@@ -170,13 +187,15 @@ class SlaBook:
                 .where(CONVERSATIONS.c.id.in_(ids))
             )
         }
-        labels: dict[int, tuple[str | None, str | None]] = {}
+        labels: dict[int, Labels] = {}
         for conv, department, urgency in conn.execute(
             select(MESSAGES.c.conversation_id, MESSAGES.c.department, MESSAGES.c.urgency)
             .where(MESSAGES.c.conversation_id.in_(ids), MESSAGES.c.department.is_not(None))
             .order_by(MESSAGES.c.id)
         ):
             labels.setdefault(int(conv), (department, urgency))  # the opening message decides
+        for conv, hint in hints.items():
+            labels.setdefault(conv, hint)
         before = {
             int(conv): (status, notified)
             for conv, status, notified in conn.execute(

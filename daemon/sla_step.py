@@ -70,6 +70,7 @@ class SlaStep:
             return
         status = self.book.status(conn, [int(i.facts["conversation_id"]) for i in customers])
         events = []
+        labels: dict[int, tuple[str | None, str | None]] = {}
         for item in customers:
             conv = int(item.facts["conversation_id"])
             if item.facts.get("conversation_new"):
@@ -82,4 +83,6 @@ class SlaStep:
             events.append(
                 NewEvent(f"message:{item.pk}", conv, kind, item.received_at, item.source, item.pk)
             )
-        self.book.record(conn, events)
+            # the classify step's decision is written with the message after this step
+            labels.setdefault(conv, (item.facts.get("department"), item.facts.get("urgency")))
+        self.book.record(conn, events, labels)

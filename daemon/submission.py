@@ -22,6 +22,16 @@ from .settings import Submission
 
 log = logging.getLogger(__name__)
 
+
+class _LegacyNotice(logging.Filter):
+    """Drops aiosmtpd's notice about its legacy `login_data`, which it logs on every AUTH."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "login_data is deprecated" not in record.getMessage()
+
+
+logging.getLogger("mail.log").addFilter(_LegacyNotice())
+
 ACCEPTED = "250 2.0.0 Message accepted for delivery"
 SENDER_OK = "250 2.1.0 Sender ok"
 RECIPIENT_OK = "250 2.1.5 Recipient ok"

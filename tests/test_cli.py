@@ -187,6 +187,10 @@ def test_demo_runs_from_a_clean_environment(tmp_path: Path) -> None:
     assert "Auto-replies sent to the relay: 27" in out
     assert "automated mail (auto-reply)" in out
     assert "automated mail (bounce)" in out
+    # an agent's reply through the submission port is a first response; a resolution, a survey
+    assert "an agent answered through the submission port; first response recorded" in out
+    assert "resolved; satisfaction survey sent to chloe.dubois@northwind.example" in out
+    assert "standard    27" in out  # the SLA report's policy row
 
 
 def test_classifier_commands_run_through_mailcare(tmp_path: Path) -> None:

@@ -428,3 +428,52 @@ def test_sla_commands_resolve_show_and_report(tmp_path: Path, clock: FrozenClock
         kinds = conn.execute(select(OUTBOX.c.kind).order_by(OUTBOX.c.id)).scalars().all()
     check.dispose()
     assert kinds == ["auto-reply", "survey"]
+
+
+def test_the_policy_follows_the_classification_decided_in_the_same_batch(
+    db_url: str, tmp_path: Path, clock: FrozenClock
+) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        RULES % {"first": "120"}
+        + "routing:\n  overrides:\n"
+        + "    - {name: invoices, when: {subject: invoice},"
+        + " department: billing, urgency: important}\n",
+        encoding="utf-8",
+    )
+    rules.write_text(
+        rules.read_text(encoding="utf-8").replace(
+            "  policies:\n",
+            "  policies:\n    - {name: billing-fast, when: {departments: [billing]},"
+            " first_response: 30, resolution: 4h}\n",
+        ),
+        encoding="utf-8",
+    )
+    settings = settings_for(
+        db_url,
+        paths={
+            "rules": str(rules),
+            "templates": str(ROOT / "templates"),
+            "models": str(ROOT / "models"),
+        },
+        relay={"enabled": True, "host": "127.0.0.1", "port": 2525, "tls": "none"},
+        runner={
+            "idle_wait": 0.05,
+            "processes": 1,
+            "steps": [*STEPS[:4], "classify", "sla", "reply"],
+        },
+    )
+    app = build_app(settings, clock=clock, intake=False, sender=False)
+    try:
+        deliver(app, make_mail(subject="Wrong invoice amount"))
+        deliver(app, make_mail(subject="Printer broken", message_id="<m2@customer.example>"))
+        with app.db.reading() as conn:
+            rows = conn.execute(
+                select(CLOCKS.c.policy, CLOCKS.c.department, CLOCKS.c.urgency).order_by(
+                    CLOCKS.c.conversation_id
+                )
+            ).all()
+        assert rows[0] == ("billing-fast", "billing", "important")
+        assert rows[1].policy == "standard"
+    finally:
+        app.db.dispose()
