@@ -7,6 +7,7 @@ import json
 import re
 import sys
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from .outbox import Outbox
 from .render import TemplateStore
 from .rules import RulesFile
 from .sla import CLOCKS, EVENTS, NewEvent, SlaBook
+from .sla_report import GROUP_COLUMNS
 
 _TICKET = re.compile(r"^\[?(?:[A-Za-z][A-Za-z0-9-]{0,15}#)?(\d{1,18})\]?$")
 ACTIONS = {
@@ -172,6 +174,71 @@ def register(sub: Any) -> None:
     )
     recompute.add_argument("--all", action="store_true", help="resolved ones too")
     recompute.set_defaults(func=cmd_recompute)
-    from .sla_report import add_report_parser
-
     add_report_parser(sla_sub)
+
+
+# -- mailcare sla report ---------------------------------------------------------------------
+
+FORMATS = ("table", "csv", "json", "html")
+SPAN = re.compile(r"^\s*(\d+)\s*([hdw])\s*$")
+SPAN_UNITS = {"h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_when(value: str, now: datetime) -> datetime:
+    """An ISO date or date-time (UTC unless it says otherwise), or a span back from now: 30d."""
+    span = SPAN.match(value)
+    if span:
+        return now - timedelta(**{SPAN_UNITS[span.group(2)]: int(span.group(1))})
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise ValueError(
+            f"{value!r} is neither a date, a date-time nor a span such as 30d, 12w or 24h"
+        ) from None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Run `mailcare sla report`."""
+    from .settings import load_settings
+    from .sla_report import build_report, check_by
+    from .sla_report_format import FORMATTERS
+
+    now = SystemClock().now()
+    try:
+        since = parse_when(args.since, now) if args.since else None
+        until = parse_when(args.until, now) if args.until else None
+        by = check_by([c.strip() for c in args.by.split(",") if c.strip()] if args.by else [])
+        if args.worst < 0:
+            raise ValueError("--worst must not be negative")
+    except ValueError as exc:
+        print(f"mailcare: {exc}", file=sys.stderr)
+        return 2
+    settings = load_settings(Path(args.config) if args.config else None)
+    db = Database(settings.database_url)
+    try:
+        db.check_schema()
+        with db.reading() as conn:
+            report = build_report(conn, now, since, until, by, worst=args.worst)
+    finally:
+        db.dispose()
+    output = FORMATTERS[args.format](report)
+    if args.output and args.output != "-":
+        Path(args.output).write_text(output, encoding="utf-8")
+    else:
+        sys.stdout.write(output)
+    return 0
+
+
+def add_report_parser(sla_sub: Any) -> None:
+    """Add `report` to the subcommands of `mailcare sla`."""
+    report = sla_sub.add_parser("report", help="SLA compliance, response times and surveys")
+    report.add_argument("--since", help="ISO date or date-time, or a span back from now: 30d, 12w")
+    report.add_argument("--until", help="end of the period (exclusive), same forms as --since")
+    report.add_argument(
+        "--by", default="", help=f"group by a comma list of: {', '.join(GROUP_COLUMNS)}"
+    )
+    report.add_argument("--format", choices=FORMATS, default="table")
+    report.add_argument("--output", help="write to FILE instead of stdout")
+    report.add_argument("--worst", type=int, default=10, help="how many waiting conversations")
+    report.set_defaults(func=cmd_report)

@@ -6,16 +6,12 @@ waiting conversations are wall-clock minutes.
 
 from __future__ import annotations
 
-import argparse
 import bisect
-import re
-import sys
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from operator import itemgetter
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Table, case, select
@@ -27,11 +23,8 @@ from .tables import Conversation, SlaClock
 SLA: Table = SlaClock.__table__  # type: ignore[assignment]
 CONVERSATIONS: Table = Conversation.__table__  # type: ignore[assignment]
 GROUP_COLUMNS = ("department", "urgency", "tier", "policy", "mailbox", "calendar")
-FORMATS = ("table", "csv", "json", "html")
 # upper edges of the first-response histogram's buckets, in business minutes
 HISTOGRAM_EDGES = (15, 30, 60, 120, 240, 480, 960, 1440, 2880)
-SPAN = re.compile(r"^\s*(\d+)\s*([hdw])\s*$")
-SPAN_UNITS = {"h": "hours", "d": "days", "w": "weeks"}
 
 # The scan packs each conversation's outcome into one integer, so that Python only counts
 # distinct values: bits 0-2 the first-response code and bits 3-5 the resolution code (1 done,
@@ -436,64 +429,3 @@ def build_report(
 
 def _order(key: tuple[Any, ...]) -> tuple[tuple[bool, str], ...]:
     return tuple((value is None, str(value or "")) for value in key)
-
-
-def parse_when(value: str, now: datetime) -> datetime:
-    """An ISO date or date-time (UTC unless it says otherwise), or a span back from now: 30d."""
-    span = SPAN.match(value)
-    if span:
-        return now - timedelta(**{SPAN_UNITS[span.group(2)]: int(span.group(1))})
-    try:
-        parsed = datetime.fromisoformat(value.strip())
-    except ValueError:
-        raise ValueError(
-            f"{value!r} is neither a date, a date-time nor a span such as 30d, 12w or 24h"
-        ) from None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
-
-
-def cmd_report(args: argparse.Namespace) -> int:
-    """Run `mailcare sla report`."""
-    from .clock import SystemClock
-    from .database import Database
-    from .settings import load_settings
-    from .sla_report_format import FORMATTERS
-
-    now = SystemClock().now()
-    try:
-        since = parse_when(args.since, now) if args.since else None
-        until = parse_when(args.until, now) if args.until else None
-        by = check_by([c.strip() for c in args.by.split(",") if c.strip()] if args.by else [])
-        if args.worst < 0:
-            raise ValueError("--worst must not be negative")
-    except ValueError as exc:
-        print(f"mailcare: {exc}", file=sys.stderr)
-        return 2
-    settings = load_settings(Path(args.config) if args.config else None)
-    db = Database(settings.database_url)
-    try:
-        db.check_schema()
-        with db.reading() as conn:
-            report = build_report(conn, now, since, until, by, worst=args.worst)
-    finally:
-        db.dispose()
-    output = FORMATTERS[args.format](report)
-    if args.output and args.output != "-":
-        Path(args.output).write_text(output, encoding="utf-8")
-    else:
-        sys.stdout.write(output)
-    return 0
-
-
-def add_report_parser(sla_sub: Any) -> None:
-    """Add `report` to the subcommands of `mailcare sla`."""
-    report = sla_sub.add_parser("report", help="SLA compliance, response times and surveys")
-    report.add_argument("--since", help="ISO date or date-time, or a span back from now: 30d, 12w")
-    report.add_argument("--until", help="end of the period (exclusive), same forms as --since")
-    report.add_argument(
-        "--by", default="", help=f"group by a comma list of: {', '.join(GROUP_COLUMNS)}"
-    )
-    report.add_argument("--format", choices=FORMATS, default="table")
-    report.add_argument("--output", help="write to FILE instead of stdout")
-    report.add_argument("--worst", type=int, default=10, help="how many waiting conversations")
-    report.set_defaults(func=cmd_report)

@@ -15,13 +15,8 @@ import pytest
 from sqlalchemy import insert
 
 from daemon.database import Database
-from daemon.sla_report import (
-    Report,
-    add_report_parser,
-    build_report,
-    parse_when,
-    quantile,
-)
+from daemon.sla_cli import add_report_parser, parse_when
+from daemon.sla_report import Report, build_report, quantile
 from daemon.sla_report_format import format_csv, format_html, format_json, format_table
 from daemon.tables import Conversation, SlaClock, SurveyAnswer
 
