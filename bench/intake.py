@@ -165,6 +165,18 @@ def main() -> int:
             rules = {
                 "version": 1,
                 "identity": {"addresses": addressed(raws)},
+                # every request also gets an SLA clock with targets, as in production
+                "calendars": {
+                    "office": {
+                        "timezone": "Europe/Berlin",
+                        "hours": {"mon-fri": ["09:00-12:30", "13:30-18:00"]},
+                        "holidays": {"country": "DE"},
+                    }
+                },
+                "sla": {
+                    "calendar": "office",
+                    "policies": [{"name": "standard", "first_response": "4h", "resolution": "40h"}],
+                },
                 "auto_replies": {
                     "limits": {"per_rule_window": 0, "max_per_hour": 10**9, "max_per_day": 10**9},
                     "rules": [
