@@ -128,10 +128,36 @@ class Outgoing:
         )
 
 
-def automatic_headers(loop_header: str, loop_token: str) -> tuple[tuple[str, str], ...]:
-    """Headers of mail a machine sends on its own (notifications, surveys): never answered."""
-    return (
-        ("Auto-Submitted", "auto-generated"),
-        ("X-Auto-Response-Suppress", "All"),
-        (loop_header, loop_token),
-    )
+def automatic(
+    configured_sender: str,
+    to: str,
+    content: tuple[str, str, str | None],
+    key: str,
+    mid_key: bytes,
+    loop: tuple[str, str],
+    date: datetime,
+) -> tuple[str, bytes]:
+    """(Message-ID, bytes) of mail a machine sends on its own (notifications, surveys).
+
+    content is (subject, text, html); the Message-ID is a keyed hash of the outbox key, and
+    `Auto-Submitted: auto-generated`, `X-Auto-Response-Suppress` and our loop header
+    (loop = (name, token)) keep anyone from answering it automatically.
+    """
+    name, sender = split_mailbox(configured_sender)
+    mid = message_id(mid_key, key, sender.rpartition("@")[2])
+    subject, text, html = content
+    raw = Outgoing(
+        sender=mailbox(name, sender),
+        to=[to],
+        subject=subject,
+        text=text,
+        html=html,
+        message_id=mid,
+        date=date,
+        extra=(
+            ("Auto-Submitted", "auto-generated"),
+            ("X-Auto-Response-Suppress", "All"),
+            loop,
+        ),
+    ).build()
+    return mid, raw

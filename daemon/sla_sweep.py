@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, select, update
 
 from .calendar import describe
-from .compose import Outgoing, automatic_headers, mailbox, message_id, split_mailbox
+from .compose import automatic
 from .database import Database
 from .interfaces import Clock
 from .outbox import Outbox, OutgoingMail
@@ -224,19 +224,16 @@ class Sweeper:
             department=row.department,
             urgency=row.urgency,
         )
-        name, sender = split_mailbox(sla.notify_from)
         key = f"sla:{conv}:{check}"
-        mid = message_id(self.mid_key, key, sender.rpartition("@")[2])
-        raw = Outgoing(
-            sender=mailbox(name, sender),
-            to=[lead],
-            subject=rendered.subject,
-            text=rendered.text,
-            html=rendered.html,
-            message_id=mid,
-            date=now,
-            extra=automatic_headers(self.identity.loop_header, self.identity.loop_token),
-        ).build()
+        mid, raw = automatic(
+            sla.notify_from,
+            lead,
+            (rendered.subject, rendered.text, rendered.html),
+            key,
+            self.mid_key,
+            (self.identity.loop_header, self.identity.loop_token),
+            now,
+        )
         return OutgoingMail(
             key=key,
             kind=f"sla-{kind}",

@@ -22,7 +22,7 @@ from urllib.parse import quote
 
 from sqlalchemy import Connection, Table, select
 
-from .compose import Outgoing, automatic_headers, mailbox, message_id, split_mailbox
+from .compose import automatic, mailbox, split_mailbox
 from .inbox import MESSAGES, insert_updating
 from .outbox import Outbox, OutgoingMail
 from .render import TemplateStore
@@ -156,7 +156,7 @@ class Surveys:
         """The survey mail for one conversation."""
         survey = rules.sla.survey
         conv, address = int(row.id), str(row.address)
-        name, sender = split_mailbox(survey.sender)
+        sender = split_mailbox(survey.sender)[1]  # the rating links go to this address
         tag = TicketTags(rules.conversations.ticket_prefix).tag(conv)
         lang = (language or "en").split("-")[0].lower()
         labels = LABELS.get(lang, LABELS["en"])
@@ -192,17 +192,15 @@ class Surveys:
             language=language,
         )
         key = f"survey:{conv}"
-        mid = message_id(self.mid_key, key, sender.rpartition("@")[2])
-        raw = Outgoing(
-            sender=mailbox(name, sender),
-            to=[mailbox(row.name, address)],
-            subject=rendered.subject,
-            text=rendered.text,
-            html=rendered.html,
-            message_id=mid,
-            date=now,
-            extra=automatic_headers(self.identity.loop_header, self.identity.loop_token),
-        ).build()
+        mid, raw = automatic(
+            survey.sender,
+            mailbox(row.name, address),
+            (rendered.subject, rendered.text, rendered.html),
+            key,
+            self.mid_key,
+            (self.identity.loop_header, self.identity.loop_token),
+            now,
+        )
         return OutgoingMail(
             key=key,
             kind="survey",
