@@ -1,4 +1,4 @@
-"""What `mailcare status` reports: per-folder cursor, lag and health, and the queue."""
+"""What `mailcare status` reports: per-folder cursor, lag and health, the queues, SLA clocks."""
 
 from __future__ import annotations
 
@@ -6,12 +6,13 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, and_, func, or_, select
 
 from .database import Database
 from .inbox import FOLDERS, MESSAGES
 from .interfaces import Clock
 from .outbox import OUTBOX
+from .sla import CLOCKS
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class Status:
     folders: list[FolderStatus]
     queue: dict[str, int]
     outbox: dict[str, int] = field(default_factory=dict)
+    sla: dict[str, int] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         def plain(value: Any) -> Any:
@@ -49,6 +51,7 @@ class Status:
             "folders": [{k: plain(v) for k, v in asdict(f).items()} for f in self.folders],
             "queue": self.queue,
             "outbox": self.outbox,
+            "sla": self.sla,
         }
 
 
@@ -63,6 +66,16 @@ def collect(db: Database, clock: Clock) -> Status:
         outgoing: dict[str, int] = dict(
             conn.execute(select(OUTBOX.c.state, func.count()).group_by(OUTBOX.c.state)).all()
         )
+        clocks: dict[str, int] = dict(
+            conn.execute(
+                select(CLOCKS.c.status, func.count())
+                .where(CLOCKS.c.status != "resolved")
+                .group_by(CLOCKS.c.status)
+            ).all()
+        )
+        overdue = conn.execute(
+            select(func.count()).select_from(CLOCKS).where(_overdue(now))
+        ).scalar()
     folders = [
         FolderStatus(
             mailbox=r.mailbox,
@@ -88,7 +101,24 @@ def collect(db: Database, clock: Clock) -> Status:
         state: int(outgoing.get(state, 0))
         for state in ("queued", "sending", "sent", "failed", "uncertain")
     }
-    return Status(folders, queue, outbox)
+    sla = {
+        "open": int(clocks.get("open", 0)),
+        "paused": int(clocks.get("paused", 0)),
+        "overdue": int(overdue or 0),
+    }
+    return Status(folders, queue, outbox, sla)
+
+
+def _overdue(now: datetime) -> ColumnElement[bool]:
+    """An open clock with a response or the resolution past its due time."""
+    return and_(
+        CLOCKS.c.status == "open",
+        or_(
+            and_(CLOCKS.c.first_response_at.is_(None), CLOCKS.c.first_response_due <= now),
+            and_(CLOCKS.c.waiting_since.is_not(None), CLOCKS.c.next_response_due <= now),
+            CLOCKS.c.resolution_due <= now,
+        ),
+    )
 
 
 def _age(seconds: float | None) -> str:
@@ -138,5 +168,11 @@ def render(status: Status) -> str:
             f"outbox: {o['queued']} queued, {o['sending']} sending, {o['sent']} sent, "
             f"{o['failed']} failed, {o['uncertain']} uncertain"
             + ("  (see: mailcare outbox list --state uncertain)" if o["uncertain"] else "")
+        )
+    c = status.sla
+    if any(c.values()):
+        lines.append(
+            f"sla: {c['open']} open, {c['paused']} paused, {c['overdue']} overdue"
+            + ("  (see: mailcare sla report)" if c["overdue"] else "")
         )
     return "\n".join(lines)

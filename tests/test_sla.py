@@ -477,3 +477,28 @@ def test_the_policy_follows_the_classification_decided_in_the_same_batch(
         assert rows[1].policy == "standard"
     finally:
         app.db.dispose()
+
+
+def test_status_counts_open_paused_and_overdue_clocks(app: App, clock: FrozenClock) -> None:
+    from daemon.status import collect, render
+
+    deliver(app, make_mail())
+    deliver(app, make_mail(subject="Second", message_id="<m2@customer.example>"))
+    assert collect(app.db, clock).sla == {"open": 2, "paused": 0, "overdue": 0}
+    conversation = clock_row_of(app, "<m2@customer.example>")
+    assert app.sla is not None
+    with app.db.transaction() as conn:
+        app.sla.record(conn, [NewEvent("p", conversation, "paused", clock.now(), "command")])
+    clock.advance(timedelta(hours=3))  # past the first response of the open one
+    status = collect(app.db, clock)
+    assert status.sla == {"open": 1, "paused": 1, "overdue": 1}
+    assert "sla: 1 open, 1 paused, 1 overdue" in render(status)
+
+
+def clock_row_of(app: App, message_id: str) -> int:
+    with app.db.reading() as conn:
+        return int(
+            conn.execute(
+                select(Message.conversation_id).where(Message.message_id == message_id)
+            ).scalar_one()
+        )
