@@ -11,7 +11,7 @@ from typing import Any
 
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
 from imapclient.imapclient import SENT
-from sqlalchemy import Connection, and_, select, update
+from sqlalchemy import Connection, and_, func, select, update
 
 from .clock import utc
 from .database import Database
@@ -22,7 +22,7 @@ from .message import parse_message
 from .rules import Rules
 from .screening import Identity
 from .settings import Mailbox
-from .sla import CONVERSATIONS, NewEvent, SlaBook
+from .sla import CLOCKS, CONVERSATIONS, NewEvent, SlaBook
 from .threads import REFS, TicketTags
 
 log = logging.getLogger(__name__)
@@ -239,9 +239,20 @@ class SlaFolders:
         return int(found) if found is not None else None
 
     def _keyword(self, client: Any, keyword: str, folder_id: int, uidvalidity: int) -> None:
-        """Resolve the conversations of messages an agent gave the resolved keyword."""
+        """Resolve the conversations of messages an agent gave the resolved keyword.
+
+        Only messages that arrived since the oldest unresolved conversation opened (a day's
+        margin for INTERNALDATE) can resolve anything still open.
+        """
+        with self.db.reading() as conn:
+            oldest = conn.execute(
+                select(func.min(CLOCKS.c.opened_at)).where(CLOCKS.c.status != "resolved")
+            ).scalar()
+        if oldest is None:
+            return
+        since = (utc(oldest) - timedelta(days=1)).date()
         try:
-            uids = client.search(["KEYWORD", keyword])
+            uids = client.search(["KEYWORD", keyword, "SINCE", since])
         except IMAPClientError as exc:
             if isinstance(exc, IMAPClientAbortError):
                 raise

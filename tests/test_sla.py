@@ -502,3 +502,39 @@ def clock_row_of(app: App, message_id: str) -> int:
                 select(Message.conversation_id).where(Message.message_id == message_id)
             ).scalar_one()
         )
+
+
+def test_two_daemons_sweeping_at_once_announce_each_breach_once(
+    app: App, clock: FrozenClock, db_url: str, tmp_path: Path
+) -> None:
+    import threading
+
+    for n in range(30):
+        deliver(
+            app,
+            make_mail(
+                subject=f"Request {n}",
+                sender=f"Customer {n} <c{n}@customer.example>",
+                message_id=f"<r{n}@customer.example>",
+            ),
+        )
+    clock.advance(timedelta(hours=20))  # every first response breached, nothing else due
+    other = make_app(db_url, tmp_path, clock)
+    start = threading.Barrier(2)
+    queued: list[int] = []
+
+    def sweep_with(sweeper: Sweeper | None) -> None:
+        assert sweeper is not None
+        start.wait()
+        queued.append(sweeper.run())
+
+    threads = [threading.Thread(target=sweep_with, args=(a.sweeper,)) for a in (app, other)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    other.db.dispose()
+    assert sorted(queued)[-1] > 0 and sum(queued) == 30
+    breaches = mails(app, "sla-breach")
+    assert len(breaches) == 30
+    assert len({m["Message-ID"] for m in breaches}) == 30
