@@ -8,7 +8,7 @@ import logging
 import socket
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .agent_replies import AgentReplies
 from .calendar import BusinessCalendar
@@ -44,6 +44,9 @@ from . import contacts as _contacts  # noqa: F401  isort: skip
 from . import sla_step as _sla_step  # noqa: F401  isort: skip
 from . import threads as _threads  # noqa: F401  isort: skip
 
+if TYPE_CHECKING:
+    from .http import HttpServer
+
 log = logging.getLogger(__name__)
 
 
@@ -74,6 +77,7 @@ class App:
     sweeper: Sweeper | None = None
     scheduler: Scheduler | None = None
     submission: SubmissionServer | None = None
+    http: HttpServer | None = None
     stop_event: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
 
@@ -97,6 +101,9 @@ class App:
             )
         if self.scheduler is not None:
             self.scheduler.start()
+        if self.http is not None:
+            self.http.start()
+            log.info("web endpoint on %s:%s", self.settings.http.host, self.http.port)
         if runner:
             thread = threading.Thread(
                 target=self.runner.run_forever, args=(self.stop_event,), name="runner", daemon=True
@@ -118,6 +125,8 @@ class App:
                 log.warning("stopping the submission port: %s", exc)
         if self.scheduler is not None:
             self.scheduler.stop()
+        if self.http is not None:
+            self.http.stop(timeout)
         self.imap.stop(timeout)
         self.stop_event.set()
         self.runner.wake()
@@ -224,6 +233,12 @@ def build_app(settings: Settings, **overrides: Any) -> App:
             raise ConfigError("submission: the submission port relays through `relay`; enable it")
         replies = AgentReplies(db, clock, outbox, sla, identity)
         submission = SubmissionServer(settings.submission, replies.accept)
+    http = None
+    if settings.http.enabled and intake_on:
+        from .http import HttpServer, build_http_app
+
+        web = build_http_app(db, clock, survey_key, rules_file.fresh)
+        http = HttpServer(settings.http, web)
     sweeper = scheduler = None
     if overrides.get("sweeper", True):
         sweeper = Sweeper(
@@ -248,6 +263,7 @@ def build_app(settings: Settings, **overrides: Any) -> App:
         sweeper,
         scheduler,
         submission,
+        http,
     )
 
 
@@ -289,7 +305,8 @@ def build_sla_book(
     book = SlaBook(rules_file.fresh, clock)
     if settings.relay.enabled:
         keys = (instance_key(db, "survey"), instance_key(db, "message-id"))
-        surveys = Surveys(templates, outbox, identity, *keys)
+        public_url = settings.http.public_url if settings.http.enabled else None
+        surveys = Surveys(templates, outbox, identity, *keys, public_url)
         book.on_resolved(surveys.after_resolution)
     return book
 

@@ -240,6 +240,16 @@ class Leases(_Strict):
     retry: float = Field(default=5.0, gt=0)
 
 
+class Http(_Strict):
+    """The daemon's small web endpoint: health, Prometheus metrics, survey answers."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(default=8025, ge=0, le=65535)  # 0: a free port
+    # the address customers reach it under (behind a TLS proxy), for links in mail
+    public_url: Annotated[str, Field(pattern=r"^https?://[^\s/]+(/[^\s]*)?$")] | None = None
+
+
 class Paths(_Strict):
     """Where the admin-edited data lives (relative paths are taken from the config file)."""
 
@@ -259,6 +269,7 @@ class Settings(_Strict):
     leases: Leases = Leases()
     relay: Relay = Relay()
     submission: Submission = Submission()
+    http: Http = Http()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @model_validator(mode="after")

@@ -1,10 +1,11 @@
 """Satisfaction surveys: a mail with 1–5 rating links after a conversation is resolved.
 
 Each link carries an HMAC-signed token naming the conversation, the rating and the day the
-survey was sent. The links are `mailto:` links to the support address: the customer's mail
-client sends the answer, and the pipeline's `sla` step recognises the token (in the subject
-or the body), checks its signature and age, and records the rating. A forged or expired
-token is an ordinary message.
+survey was sent. With the web endpoint (`http.public_url`) the links open a confirmation
+page whose button records the rating; without it they are `mailto:` links to the support
+address: the customer's mail client sends the answer, and the pipeline's `sla` step
+recognises the token (in the subject or the body), checks its signature and age, and
+records the rating. A forged or expired token is an ordinary message.
 """
 
 from __future__ import annotations
@@ -102,7 +103,9 @@ class Surveys:
         identity: Identity,
         key: bytes,
         mid_key: bytes,
+        public_url: str | None = None,
     ) -> None:
+        self.public_url = public_url.rstrip("/") if public_url else None
         self.templates = templates
         self.outbox = outbox
         self.identity = identity
@@ -170,7 +173,11 @@ class Surveys:
                     "value": value,
                     "label": labels[value - 1],
                     "token": signed,
-                    "url": f"mailto:{sender}?subject={quote(subject)}",
+                    "url": (
+                        f"{self.public_url}/survey/{signed}"
+                        if self.public_url
+                        else f"mailto:{sender}?subject={quote(subject)}"
+                    ),
                 }
             )
         context = {
