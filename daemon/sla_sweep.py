@@ -28,6 +28,7 @@ from .threads import TicketTags
 
 log = logging.getLogger(__name__)
 
+RETRY_SECONDS = 300  # a notification that could not be rendered is tried again this much later
 TARGET_LABELS = {
     "first_response": "first response",
     "next_response": "next response",
@@ -149,9 +150,15 @@ class Sweeper:
                     mail = self.compose(rules, row, check, now)
                 except Exception as exc:  # one broken template must not stop the sweep
                     log.error(
-                        "conversation %s: %s not announced: %s", row.conversation_id, check, exc
+                        "conversation %s: %s not announced, tried again in %ds: %s",
+                        row.conversation_id,
+                        check,
+                        RETRY_SECONDS,
+                        exc,
                     )
                     done.remove(check)
+                    retry = stamp + RETRY_SECONDS
+                    next_at = retry if next_at is None else min(next_at, retry)
                     continue
                 if mail is not None:
                     mails.append(mail)

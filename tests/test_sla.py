@@ -538,3 +538,35 @@ def test_two_daemons_sweeping_at_once_announce_each_breach_once(
     breaches = mails(app, "sla-breach")
     assert len(breaches) == 30
     assert len({m["Message-ID"] for m in breaches}) == 30
+
+
+def test_a_broken_notification_template_is_retried_once_fixed(
+    app: App, clock: FrozenClock, tmp_path: Path
+) -> None:
+    import shutil
+
+    from daemon.render import TemplateStore
+
+    templates = tmp_path / "templates"
+    shutil.copytree(ROOT / "templates", templates)
+    breach = templates / "notifications" / "sla-breach" / "default.txt"
+    good = breach.read_text(encoding="utf-8")
+    breach.write_text("Subject: {{ no_such_variable }}\n\nbroken\n", encoding="utf-8")
+    assert app.sweeper is not None
+    sweeper = Sweeper(
+        app.db,
+        clock,
+        app.sla,  # type: ignore[arg-type]
+        TemplateStore(templates),
+        app.outbox,
+        app.sweeper.identity,
+        b"key",
+    )
+    deliver(app, make_mail())
+    clock.advance(timedelta(hours=20))
+    assert sweeper.run() == 0 and mails(app, "sla-breach") == []
+    breach.write_text(good, encoding="utf-8")
+    assert sweeper.run() == 0  # not before the retry time
+    clock.advance(timedelta(minutes=5))
+    assert sweeper.run() == 1
+    assert len(mails(app, "sla-breach")) == 1
