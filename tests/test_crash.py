@@ -38,7 +38,9 @@ def start(config: Path, password: str) -> subprocess.Popen[bytes]:
 
 def lease_holder(db: Database) -> str | None:
     with db.reading() as conn:
-        return conn.execute(select(MailFolder.lease_owner)).scalar()
+        return conn.execute(
+            select(MailFolder.lease_owner).where(MailFolder.folder == "INBOX")
+        ).scalar()
 
 
 @pytest.mark.slow
