@@ -16,6 +16,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from email.header import Header
 from email.utils import format_datetime, formataddr, parseaddr
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .outbox import OutgoingMail
+    from .render import Rendered
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u0085\u2028\u2029]+")
 _ADDR_SPEC = re.compile(r"^[^\s@<>()\[\],;:\"\\]+@[A-Za-z0-9.-]+$")
@@ -129,29 +134,34 @@ class Outgoing:
 
 
 def automatic(
-    configured_sender: str,
-    to: str,
-    content: tuple[str, str, str | None],
     key: str,
+    kind: str,
+    configured_sender: str,
+    to: tuple[str, str],
+    rendered: Rendered,
     mid_key: bytes,
     loop: tuple[str, str],
     date: datetime,
-) -> tuple[str, bytes]:
-    """(Message-ID, bytes) of mail a machine sends on its own (notifications, surveys).
+    conversation_id: int | None = None,
+) -> OutgoingMail:
+    """The outbox row of mail a machine sends on its own (notifications, surveys).
 
-    content is (subject, text, html); the Message-ID is a keyed hash of the outbox key, and
-    `Auto-Submitted: auto-generated`, `X-Auto-Response-Suppress` and our loop header
-    (loop = (name, token)) keep anyone from answering it automatically.
+    to is (To header, envelope recipient); the Message-ID is a keyed hash of the outbox key,
+    and `Auto-Submitted: auto-generated`, `X-Auto-Response-Suppress` and our loop header
+    (loop = (name, token)) keep anyone from answering it automatically. It goes out with
+    the null return path.
     """
+    from .outbox import OutgoingMail
+
     name, sender = split_mailbox(configured_sender)
     mid = message_id(mid_key, key, sender.rpartition("@")[2])
-    subject, text, html = content
+    header, recipient = to
     raw = Outgoing(
         sender=mailbox(name, sender),
-        to=[to],
-        subject=subject,
-        text=text,
-        html=html,
+        to=[header],
+        subject=rendered.subject,
+        text=rendered.text,
+        html=rendered.html,
         message_id=mid,
         date=date,
         extra=(
@@ -160,4 +170,12 @@ def automatic(
             loop,
         ),
     ).build()
-    return mid, raw
+    return OutgoingMail(
+        key=key,
+        kind=kind,
+        message_id=mid,
+        mail_from="",
+        recipients=(recipient,),
+        raw=raw,
+        conversation_id=conversation_id,
+    )

@@ -231,22 +231,14 @@ class Sweeper:
             department=row.department,
             urgency=row.urgency,
         )
-        key = f"sla:{conv}:{check}"
-        mid, raw = automatic(
+        return automatic(
+            f"sla:{conv}:{check}",
+            f"sla-{kind}",
             sla.notify_from,
-            lead,
-            (rendered.subject, rendered.text, rendered.html),
-            key,
+            (lead, lead),
+            rendered,
             self.mid_key,
             (self.identity.loop_header, self.identity.loop_token),
             now,
-        )
-        return OutgoingMail(
-            key=key,
-            kind=f"sla-{kind}",
-            message_id=mid,
-            mail_from="",
-            recipients=(lead,),
-            raw=raw,
-            conversation_id=conv,
+            conv,
         )

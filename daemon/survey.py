@@ -198,22 +198,14 @@ class Surveys:
             urgency=resolution.urgency,
             language=language,
         )
-        key = f"survey:{conv}"
-        mid, raw = automatic(
+        return automatic(
+            f"survey:{conv}",
+            "survey",
             survey.sender,
-            mailbox(row.name, address),
-            (rendered.subject, rendered.text, rendered.html),
-            key,
+            (mailbox(row.name, address), address),
+            rendered,
             self.mid_key,
             (self.identity.loop_header, self.identity.loop_token),
             now,
-        )
-        return OutgoingMail(
-            key=key,
-            kind="survey",
-            message_id=mid,
-            mail_from="",
-            recipients=(address,),
-            raw=raw,
-            conversation_id=conv,
+            conv,
         )
