@@ -15,8 +15,9 @@ from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
 from sqlalchemy import Connection, Table, exists, select, update
 
 from .database import Database
+from .folder_scan import FolderScan, header_of
 from .folders import FolderLedger
-from .inbox import DELIVERIES, FOLDERS, MESSAGES
+from .inbox import DELIVERIES, MESSAGES
 from .interfaces import Clock
 from .message import extract_message_id
 from .rules import Routing, Rules
@@ -118,17 +119,14 @@ class MoveSweep:
     """Learns corrections from messages that people moved into another department's folder."""
 
     def __init__(self, db: Database, clock: Clock, ledger: FolderLedger, mailbox: Mailbox) -> None:
-        self.db = db
         self.clock = clock
-        self.ledger = ledger
         self.mailbox = mailbox
         self.learned = 0
-        self._ids: dict[str, int] = {}
-        self._selected_other = False
+        self.folders = FolderScan(db, clock, ledger, mailbox.name)
 
     def run(self, client: Any, folders: dict[str, str]) -> bool:
         """Look at new UIDs of each department folder; True when another folder was selected."""
-        self._selected_other = False
+        self.folders.selected = False
         for folder, department in folders.items():
             try:
                 self._sweep(client, folder, department)
@@ -136,47 +134,20 @@ class MoveSweep:
                 if isinstance(exc, IMAPClientAbortError):
                     raise
                 log.warning("imap:%s/%s: sweep for corrections: %s", self.mailbox.name, folder, exc)
-        return self._selected_other
-
-    def _folder_id(self, folder: str) -> int:
-        if folder not in self._ids:
-            # the cursor lives in mail_folders like an intake folder's (never one at once)
-            self._ids[folder] = self.ledger.ensure(self.mailbox.name, folder)
-        return self._ids[folder]
+        return self.folders.selected
 
     def _sweep(self, client: Any, folder: str, department: str) -> None:
         """Fetch the Message-IDs of new UIDs in folder and record what they correct."""
-        try:
-            status = client.folder_status(folder, [b"UIDNEXT", b"UIDVALIDITY"])
-        except IMAPClientError as exc:
-            if isinstance(exc, IMAPClientAbortError):
-                raise
-            log.debug("imap:%s/%s: not swept: %s", self.mailbox.name, folder, exc)
-            return  # most likely nothing was routed there yet
-        uidvalidity, uidnext = int(status[b"UIDVALIDITY"]), int(status[b"UIDNEXT"])
-        folder_id = self._folder_id(folder)
-        state = self.ledger.state(folder_id)
-        cursor = state.last_uid if state.uidvalidity == uidvalidity else 0
-        if state.uidvalidity == uidvalidity and uidnext - 1 <= cursor:
-            return
-        self._selected_other = True
-        client.select_folder(folder, readonly=True)
-        uids = sorted(u for u in client.search(["UID", f"{cursor + 1}:*"]) if u > cursor)
-        for start in range(0, len(uids), SWEEP_BATCH):
-            chunk = uids[start : start + SWEEP_BATCH]
-            response = client.fetch(chunk, [HEADER_ITEM])
+
+        def correct(conn: Connection, response: dict[int, Any], *_: int) -> None:
             message_ids = {
                 mid
                 for data in response.values()
-                if (mid := extract_message_id(_header_of(data))) is not None
+                if (mid := extract_message_id(header_of(data))) is not None
             }
-            with self.db.transaction() as conn:
-                self.learned += self.learn(conn, department, sorted(message_ids))
-                self._advance(conn, folder_id, uidvalidity, chunk[-1])
-        if not uids:  # UIDs below UIDNEXT that are not there now never will be
-            with self.db.transaction() as conn:
-                self._advance(conn, folder_id, uidvalidity, max(cursor, uidnext - 1))
-        self.ledger.record_success(folder_id, None, uidnext)
+            self.learned += self.learn(conn, department, sorted(message_ids))
+
+        self.folders.scan(client, folder, [HEADER_ITEM], SWEEP_BATCH, correct)
 
     def learn(self, conn: Connection, department: str, message_ids: Sequence[str]) -> int:
         """Record a correction for each known message of this mailbox filed elsewhere."""
@@ -206,20 +177,6 @@ class MoveSweep:
                     department,
                 )
         return count
-
-    def _advance(self, conn: Connection, folder_id: int, uidvalidity: int, uid: int) -> None:
-        conn.execute(
-            update(FOLDERS)
-            .where(FOLDERS.c.id == folder_id)
-            .values(uidvalidity=uidvalidity, last_uid=uid, last_stored_at=self.clock.now())
-        )
-
-
-def _header_of(data: dict[bytes, Any]) -> bytes:
-    for key, value in data.items():
-        if key.startswith(b"BODY[HEADER.FIELDS") and value is not None:
-            return bytes(value)
-    return b""
 
 
 # -- the `mailcare relabel` and `mailcare corrections` commands --------------------------------

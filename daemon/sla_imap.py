@@ -11,12 +11,13 @@ from typing import Any
 
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
 from imapclient.imapclient import SENT
-from sqlalchemy import Connection, and_, func, select, update
+from sqlalchemy import Connection, and_, func, select
 
 from .clock import utc
 from .database import Database
+from .folder_scan import FolderScan, header_of
 from .folders import FolderLedger
-from .inbox import DELIVERIES, FOLDERS, MESSAGES, insert_ignoring
+from .inbox import DELIVERIES, MESSAGES, insert_ignoring
 from .interfaces import Clock
 from .message import parse_message
 from .rules import Rules
@@ -30,13 +31,6 @@ log = logging.getLogger(__name__)
 FETCH_BATCH = 200
 _FIELDS = "MESSAGE-ID IN-REPLY-TO REFERENCES SUBJECT DATE AUTO-SUBMITTED"
 _CLOCK_SKEW = timedelta(minutes=5)
-
-
-def _header_of(data: dict[bytes, Any]) -> bytes:
-    for key, value in data.items():
-        if key.startswith(b"BODY[HEADER.FIELDS") and value is not None:
-            return bytes(value)
-    return b""
 
 
 def response_time(date: datetime | None, internal: datetime | None, now: datetime) -> datetime:
@@ -105,12 +99,11 @@ class SlaFolders:
     ) -> None:
         self.db = db
         self.clock = clock
-        self.ledger = ledger
         self.mailbox = mailbox
         self.book = book
         self.identity = identity
         self.name = f"imap:{mailbox.name}"
-        self._ids: dict[str, int] = {}
+        self.folders = FolderScan(db, clock, ledger, mailbox.name)
         self._sent: str | None = None
         self.responses = 0
         self.resolutions = 0
@@ -130,18 +123,18 @@ class SlaFolders:
             return False
         if sla.resolved_keyword:
             self._keyword(client, sla.resolved_keyword, folder_id, uidvalidity)
-        selected_other = False
+        self.folders.selected = False
         sent = self._sent_folder(client, sla.sent_folder)
         for folder, action in ((sent, "response"), (sla.resolved_folder, "resolved")):
             if folder is None:
                 continue
             try:
-                selected_other |= self._sweep(client, folder, action, rules)
+                self._sweep(client, folder, action, rules)
             except IMAPClientError as exc:
                 if isinstance(exc, IMAPClientAbortError):
                     raise
                 log.warning("%s/%s: SLA sweep: %s", self.name, folder, exc)
-        return selected_other
+        return self.folders.selected
 
     def _sent_folder(self, client: Any, configured: str | None) -> str | None:
         if configured != "auto":
@@ -155,41 +148,18 @@ class SlaFolders:
                 self._sent = ""
         return self._sent or None
 
-    def _folder_id(self, folder: str) -> int:
-        if folder not in self._ids:
-            self._ids[folder] = self.ledger.ensure(self.mailbox.name, folder)
-        return self._ids[folder]
-
-    def _sweep(self, client: Any, folder: str, action: str, rules: Rules) -> bool:
-        """Handle the folder's new UIDs; True when it was selected."""
-        try:
-            status = client.folder_status(folder, [b"UIDNEXT", b"UIDVALIDITY"])
-        except IMAPClientError as exc:
-            if isinstance(exc, IMAPClientAbortError):
-                raise
-            return False  # not created yet
-        uidvalidity, uidnext = int(status[b"UIDVALIDITY"]), int(status[b"UIDNEXT"])
-        folder_id = self._folder_id(folder)
-        state = self.ledger.state(folder_id)
-        cursor = state.last_uid if state.uidvalidity == uidvalidity else 0
-        if state.uidvalidity == uidvalidity and uidnext - 1 <= cursor:
-            return False
-        client.select_folder(folder, readonly=True)
-        uids = sorted(u for u in client.search(["UID", f"{cursor + 1}:*"]) if u > cursor)
+    def _sweep(self, client: Any, folder: str, action: str, rules: Rules) -> None:
+        """Record what the folder's new UIDs say: responses (Sent) or resolutions."""
         loop = self.identity.loop_header.upper()
         item = f"BODY.PEEK[HEADER.FIELDS ({_FIELDS} {loop})]".encode()
-        for start in range(0, len(uids), FETCH_BATCH):
-            chunk = uids[start : start + FETCH_BATCH]
-            response = client.fetch(chunk, [item, b"INTERNALDATE"])
-            with self.db.transaction() as conn:
-                events = self._events(conn, response, action, rules, folder_id, uidvalidity)
-                self.book.record(conn, events)
-                self._advance(conn, folder_id, uidvalidity, chunk[-1])
-        if not uids:
-            with self.db.transaction() as conn:
-                self._advance(conn, folder_id, uidvalidity, max(cursor, uidnext - 1))
-        self.ledger.record_success(folder_id, None, uidnext)
-        return True
+
+        def record(
+            conn: Connection, response: dict[int, Any], folder_id: int, validity: int
+        ) -> None:
+            events = self._events(conn, response, action, rules, folder_id, validity)
+            self.book.record(conn, events)
+
+        self.folders.scan(client, folder, [item, b"INTERNALDATE"], FETCH_BATCH, record)
 
     def _events(
         self,
@@ -205,7 +175,7 @@ class SlaFolders:
         now = self.clock.now()
         events: list[NewEvent] = []
         for uid, data in sorted(response.items()):
-            head = _header_of(data)
+            head = header_of(data)
             parsed = parse_message(head + b"\r\n")
             if action == "response":
                 if is_automatic(parsed.headers, self.identity):
@@ -279,10 +249,3 @@ class SlaFolders:
                 for pk, conv in rows
             ]
             self.resolutions += len(self.book.record(conn, events))
-
-    def _advance(self, conn: Connection, folder_id: int, uidvalidity: int, uid: int) -> None:
-        conn.execute(
-            update(FOLDERS)
-            .where(FOLDERS.c.id == folder_id)
-            .values(uidvalidity=uidvalidity, last_uid=uid, last_stored_at=self.clock.now())
-        )
