@@ -17,11 +17,11 @@ from .clock import SystemClock
 from .database import Database
 from .errors import MailcareError
 from .header_values import normalize_message_id
-from .inbox import MESSAGES
 from .outbox import Outbox
 from .render import TemplateStore
 from .rules import RulesFile
 from .sla import CLOCKS, EVENTS, NewEvent, SlaBook
+from .sla_imap import conversation_of_message
 from .sla_report import GROUP_COLUMNS
 
 _TICKET = re.compile(r"^\[?(?:[A-Za-z][A-Za-z0-9-]{0,15}#)?(\d{1,18})\]?$")
@@ -38,11 +38,7 @@ def conversation_of(conn: Connection, ticket: str) -> int | None:
     match = _TICKET.match(ticket.strip())
     if match is not None:
         return int(match.group(1))
-    message_id = normalize_message_id(ticket)
-    found = conn.execute(
-        select(MESSAGES.c.conversation_id).where(MESSAGES.c.message_id == message_id).limit(1)
-    ).scalar()
-    return int(found) if found is not None else None
+    return conversation_of_message(conn, normalize_message_id(ticket))
 
 
 def _open(args: argparse.Namespace) -> tuple[Database, SlaBook]:

@@ -65,6 +65,18 @@ def find_conversation(
     return None
 
 
+def conversation_of_message(conn: Connection, message_id: str | None) -> int | None:
+    """The conversation of the stored message with this (normalised) Message-ID."""
+    if not message_id:
+        return None
+    found = conn.execute(
+        select(MESSAGES.c.conversation_id)
+        .where(MESSAGES.c.message_id == message_id, MESSAGES.c.conversation_id.is_not(None))
+        .limit(1)
+    ).scalar()
+    return int(found) if found is not None else None
+
+
 def is_automatic(headers: Sequence[tuple[str, str]], identity: Identity) -> bool:
     """Mail a machine sent (our auto-replies and notifications, an agent's away notice)."""
     for name, value in headers:
@@ -190,23 +202,13 @@ class SlaFolders:
                 events.append(NewEvent(key, conv, "response", at, "sent-folder"))
                 self.responses += 1
             else:
-                conv = self._conversation_of(conn, parsed.message_id)
+                conv = conversation_of_message(conn, parsed.message_id)
                 if conv is None:
                     continue
                 key = f"resolved:folder:{folder_id}:{uidvalidity}:{uid}"
                 events.append(NewEvent(key, conv, "resolved", now, "imap-folder"))
                 self.resolutions += 1
         return events
-
-    def _conversation_of(self, conn: Connection, message_id: str | None) -> int | None:
-        if not message_id:
-            return None
-        found = conn.execute(
-            select(MESSAGES.c.conversation_id)
-            .where(MESSAGES.c.message_id == message_id, MESSAGES.c.conversation_id.is_not(None))
-            .limit(1)
-        ).scalar()
-        return int(found) if found is not None else None
 
     def _keyword(self, client: Any, keyword: str, folder_id: int, uidvalidity: int) -> None:
         """Resolve the conversations of messages an agent gave the resolved keyword.
