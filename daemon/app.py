@@ -158,9 +158,12 @@ def build_app(settings: Settings, **overrides: Any) -> App:
     if "reply" in step_names and not settings.relay.enabled:
         log.warning("auto-replies are off: no relay is enabled in the settings (relay.enabled)")
         step_names.remove("reply")
+    templates = TemplateStore(settings.paths.templates)
+    mid_key = instance_key(db, "message-id")
+    survey_key = instance_key(db, "survey")
     replier = None
     if "reply" in step_names:
-        replier = build_replier(settings, rules_file, identity, outbox, db, clock)
+        replier = build_replier(settings, rules_file, identity, outbox, clock, templates, mid_key)
     classifier = None
     if "classify" in step_names:
         from .routing import Classifier
@@ -170,12 +173,11 @@ def build_app(settings: Settings, **overrides: Any) -> App:
             rules_file,
             outbox if settings.relay.enabled else None,
             identity,
-            instance_key(db, "message-id"),
+            mid_key,
         )
-    templates = TemplateStore(settings.paths.templates)
-    mid_key = instance_key(db, "message-id")
-    survey_key = instance_key(db, "survey")
-    sla = build_sla_book(settings, rules_file, db, clock, identity, outbox, templates)
+    sla = build_sla_book(
+        settings, rules_file, clock, identity, outbox, templates, (survey_key, mid_key)
+    )
     steps = build_steps(
         step_names,
         conversation_rules=rules.conversations,
@@ -295,16 +297,18 @@ def build_identity(settings: Settings, rules: Rules, db: Database) -> Identity:
 def build_sla_book(
     settings: Settings,
     rules_file: RulesFile,
-    db: Database,
     clock: Clock,
     identity: Identity,
     outbox: Outbox,
     templates: TemplateStore,
+    keys: tuple[bytes, bytes],
 ) -> SlaBook:
-    """The SLA event book; with a relay, resolutions are followed by the satisfaction survey."""
+    """The SLA event book; with a relay, resolutions are followed by the satisfaction survey.
+
+    keys: the survey token key and the Message-ID key (`instance_key`).
+    """
     book = SlaBook(rules_file.fresh, clock)
     if settings.relay.enabled:
-        keys = (instance_key(db, "survey"), instance_key(db, "message-id"))
         public_url = settings.http.public_url if settings.http.enabled else None
         surveys = Surveys(templates, outbox, identity, *keys, public_url)
         book.on_resolved(surveys.after_resolution)
@@ -316,11 +320,11 @@ def build_replier(
     rules_file: RulesFile,
     identity: Identity,
     outbox: Outbox,
-    db: Database,
     clock: Clock,
+    templates: TemplateStore,
+    mid_key: bytes,
 ) -> Replier:
     """The auto-reply machinery: templates, FAQ entries, calendars, the Message-ID key."""
-    templates = TemplateStore(settings.paths.templates)
     faq_dir = settings.paths.templates / "faq"
     faq = FaqIndex.load(faq_dir) if faq_dir.is_dir() else None
     rules = rules_file.current
@@ -333,7 +337,7 @@ def build_replier(
         faq,
         identity,
         outbox,
-        instance_key(db, "message-id"),
+        mid_key,
         clock,
         calendars,
     )

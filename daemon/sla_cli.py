@@ -17,6 +17,7 @@ from .clock import SystemClock
 from .database import Database
 from .errors import MailcareError
 from .header_values import normalize_message_id
+from .keys import instance_key
 from .outbox import Outbox
 from .render import TemplateStore
 from .rules import RulesFile
@@ -53,7 +54,9 @@ def _open(args: argparse.Namespace) -> tuple[Database, SlaBook]:
     identity = build_identity(settings, rules_file.current, db)
     outbox = Outbox(db, clock, "cli")
     templates = TemplateStore(settings.paths.templates)
-    return db, build_sla_book(settings, rules_file, db, clock, identity, outbox, templates)
+    keys = (instance_key(db, "survey"), instance_key(db, "message-id"))
+    book = build_sla_book(settings, rules_file, clock, identity, outbox, templates, keys)
+    return db, book
 
 
 def clock_report(conn: Connection, conversation: int) -> dict[str, Any] | None:
