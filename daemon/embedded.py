@@ -22,10 +22,11 @@ T = TypeVar("T")
 
 
 class LoopThreadServer:
-    """A TCP server on 127.0.0.1 served by an asyncio loop in a daemon thread.
+    """A TCP server (on 127.0.0.1 unless a subclass binds elsewhere) served by an asyncio
+    loop in a daemon thread.
 
-    Subclasses implement `_listen(port)` (bind, then set `self.port`) and
-    `_close_listener()` (stop listening and drop open connections).
+    Subclasses implement `_listen(port)` (bind, then set `self.port`; the first call gets 0)
+    and `_close_listener()` (stop listening and drop open connections).
     """
 
     thread_name = "embedded-server"

@@ -6,17 +6,16 @@ import asyncio
 import hmac
 import logging
 import ssl
-import threading
 import weakref
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass
 from email.parser import BytesHeaderParser
 from email.policy import compat32
-from typing import Any
+from typing import Any, Self
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, TLSSetupException
 
+from .embedded import LoopThreadServer
 from .errors import ConfigError, MailcareError
 from .settings import Submission
 
@@ -48,7 +47,6 @@ MAX_RECIPIENTS = 100
 # a client that keeps guessing passwords is disconnected after this many AUTH commands
 AUTH_ATTEMPTS = 5
 START_TIMEOUT = 10.0
-STOP_TIMEOUT = 10.0
 
 # aiosmtpd's own refusals, by prefix, and the replies with enhanced status codes
 _REWRITES = (
@@ -237,75 +235,48 @@ def _tls_context(settings: Submission) -> ssl.SSLContext | None:
     return context
 
 
-class SubmissionServer:
+class SubmissionServer(LoopThreadServer):
     """The submission listener, served by an asyncio loop in its own thread."""
 
+    thread_name = "submission"
+
     def __init__(self, settings: Submission, accept: Accept) -> None:
+        super().__init__(START_TIMEOUT)
         self.settings = settings
+        self.host = settings.host
         self._handler = _Handler(accept)
-        self._port = 0
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stopping: asyncio.Event | None = None
+        self._users: _Users | None = None
+        self._context: ssl.SSLContext | None = None
+        self._server: asyncio.Server | None = None
         self._sessions: weakref.WeakSet[SMTP] = weakref.WeakSet()
 
-    @property
-    def port(self) -> int:
-        """The port actually listened on (the one picked when the settings say 0)."""
-        return self._port
+    def start(self) -> Self:
+        """Read passwords and certificates, bind, and serve; returns once the port listens.
 
-    def start(self) -> None:
-        """Read passwords and certificates, bind, and serve; returns once the port listens."""
+        `port` is then the port listened on (the one picked when the settings say 0).
+        """
         if self._thread is not None:
             raise RuntimeError("the submission server is already running")
-        users = _Users(self.settings)
-        context = _tls_context(self.settings)
-        ready: Future[None] = Future()
-        self._thread = threading.Thread(
-            target=self._run, args=(ready, users, context), name="submission", daemon=True
-        )
-        self._thread.start()
+        self._users = _Users(self.settings)
+        self._context = _tls_context(self.settings)
         try:
-            ready.result(timeout=START_TIMEOUT)
+            super().start()
         except BaseException:
             self.stop()
             raise
         log.info(
             "submission port listening on %s:%d (%s)",
             self.settings.host,
-            self._port,
+            self.port,
             self.settings.tls,
         )
+        return self
 
-    def stop(self) -> None:
-        """Stop listening, drop open connections and join the thread."""
-        loop, stopping, thread = self._loop, self._stopping, self._thread
-        if thread is None:
-            return
-        if loop is not None and stopping is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(stopping.set)
-        thread.join(timeout=STOP_TIMEOUT)
-        if thread.is_alive():
-            log.warning("submission thread did not stop within %.0f s", STOP_TIMEOUT)
-        self._loop = self._stopping = self._thread = None
-
-    def _run(self, ready: Future[None], users: _Users, context: ssl.SSLContext | None) -> None:
-        with asyncio.Runner() as runner:
-            self._loop = runner.get_loop()
-            try:
-                runner.run(self._serve(ready, users, context))
-            except BaseException as exc:
-                if not ready.done():
-                    ready.set_exception(exc)
-                else:
-                    log.exception("submission server failed")
-
-    async def _serve(
-        self, ready: Future[None], users: _Users, context: ssl.SSLContext | None
-    ) -> None:
+    async def _listen(self, port: int) -> None:
+        assert self._users is not None
         loop = asyncio.get_running_loop()
-        self._stopping = asyncio.Event()
         starttls = self.settings.tls == "starttls"
+        context, users = self._context, self._users
 
         def session() -> SMTP:
             smtp = _SubmissionSMTP(
@@ -324,16 +295,17 @@ class SubmissionServer:
             return smtp
 
         implicit = context if self.settings.tls == "implicit" else None
-        server = await loop.create_server(
-            session, host=self.settings.host, port=self.settings.port, ssl=implicit
+        self._server = await loop.create_server(
+            session, host=self.settings.host, port=port or self.settings.port, ssl=implicit
         )
-        self._port = int(server.sockets[0].getsockname()[1])
-        ready.set_result(None)
-        try:
-            await self._stopping.wait()
-        finally:
-            server.close()
-            for smtp in list(self._sessions):
-                if isinstance(smtp.transport, asyncio.Transport):
-                    smtp.transport.abort()
-            await server.wait_closed()
+        self.port = int(self._server.sockets[0].getsockname()[1])
+
+    async def _close_listener(self) -> None:
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.close()
+        for smtp in list(self._sessions):
+            if isinstance(smtp.transport, asyncio.Transport):
+                smtp.transport.abort()
+        await server.wait_closed()
