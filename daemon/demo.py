@@ -301,7 +301,7 @@ def run_demo(workdir: Path | None = None, keep: bool = False) -> int:
         print(sla_demo(app, db, sink, os.environ[AGENT_ENV], SUPPORT))
         print()
         print("mailcare status:")
-        print(render(status))
+        print(render(collect(db, app.clock)))  # after the SLA part changed the clocks
     finally:
         app.stop()
         imap.stop()
