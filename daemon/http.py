@@ -13,7 +13,7 @@ import html
 import logging
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import uvicorn
@@ -24,7 +24,7 @@ from sqlalchemy import func, select, text
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from .database import Database
 from .errors import MailcareError
@@ -119,9 +119,14 @@ class DatabaseCollector(Collector):
 
 
 def build_http_app(
-    db: Database, clock: Clock, survey_key: bytes, rules: Callable[[], Rules]
+    db: Database,
+    clock: Clock,
+    survey_key: bytes,
+    rules: Callable[[], Rules],
+    extra_routes: Sequence[BaseRoute] = (),
 ) -> Starlette:
-    """The ASGI app: /healthz, /metrics, /survey/{token}."""
+    """The ASGI app: /healthz, /metrics, /survey/{token} and the routes other parts add
+    (unsubscribe, subscription confirmation)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(DatabaseCollector(db, clock))
 
@@ -165,6 +170,7 @@ def build_http_app(
             Route("/healthz", healthz),
             Route("/metrics", metrics),
             Route("/survey/{token}", survey, methods=["GET", "POST"]),
+            *extra_routes,
         ]
     )
 

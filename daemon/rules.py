@@ -14,6 +14,7 @@ from .calendar_config import CalendarConfig
 from .configfile import load_yaml, validate
 from .errors import ConfigError
 from .rule_types import ADDRESS, Duration, Keyword, Name, Strict
+from .marketing_config import Marketing
 from .sla_config import Sla
 
 log = logging.getLogger(__name__)
@@ -182,6 +183,7 @@ class Rules(Strict):
     routing: Routing = Routing()
     auto_replies: AutoReplies = AutoReplies()
     sla: Sla = Sla()
+    marketing: Marketing = Marketing()
 
     @model_validator(mode="after")
     def _known_calendars(self) -> Rules:

@@ -1,4 +1,9 @@
-"""The suppression list: addresses nothing automatic is sent to (auto-replies, campaigns)."""
+"""The suppression list: addresses some or all automatic mail is not sent to.
+
+Scopes: `all` stops everything automatic (auto-replies, surveys, campaigns); `marketing`
+stops every campaign; `list:<name>` stops the campaigns of one list. Auto-replies and
+surveys ask for `all` only; a campaign asks for all three that apply to its list.
+"""
 
 from __future__ import annotations
 
@@ -12,18 +17,31 @@ from .inbox import insert_ignoring
 from .tables import Suppression
 
 SUPPRESSIONS: Table = Suppression.__table__  # type: ignore[assignment]
-REASONS = ("hard-bounce", "complaint", "unsubscribe", "manual")
+REASONS = ("hard-bounce", "soft-bounce", "complaint", "unsubscribe", "manual")
+SCOPES = ("all", "marketing")
+
+
+def list_scope(name: str) -> str:
+    """The scope of one mailing list."""
+    return f"list:{name}"
+
+
+def campaign_scopes(list_name: str) -> tuple[str, ...]:
+    """Every scope that stops a campaign to list_name."""
+    return ("all", "marketing", list_scope(list_name))
 
 
 def suppress(
     conn: Connection,
     entries: Iterable[tuple[str, str, str | None, int | None]],
     when: datetime,
+    scope: str = "all",
 ) -> int:
-    """Add (address, reason, detail, message_pk) rows; an address already listed keeps its row."""
+    """Add (address, reason, detail, message_pk) rows in scope; a listed address keeps its row."""
     rows = {
         address.strip().lower(): {
             "address": address.strip().lower()[:320],
+            "scope": scope,
             "reason": reason,
             "detail": (detail or None) and detail[:2000],
             "message_pk": message_pk,
@@ -35,32 +53,34 @@ def suppress(
     if not rows:
         return 0
     ordered = [rows[key] for key in sorted(rows)]
-    statement = insert_ignoring(conn, SUPPRESSIONS, ["address"]).returning(SUPPRESSIONS.c.address)
+    statement = insert_ignoring(conn, SUPPRESSIONS, ["address", "scope"]).returning(SUPPRESSIONS.c.address)
     return len(conn.execute(statement, ordered).all())
 
 
-def suppressed(conn: Connection, addresses: Iterable[str]) -> dict[str, str]:
-    """Which of addresses are suppressed, with the reason."""
+def suppressed(
+    conn: Connection, addresses: Iterable[str], scopes: Iterable[str] = ("all",)
+) -> dict[str, str]:
+    """Which of addresses are suppressed in any of scopes, with the reason."""
+    wanted_scopes = sorted(set(scopes))
     wanted = sorted({a.strip().lower() for a in addresses if a})
     found: dict[str, str] = {}
     for start in range(0, len(wanted), 500):
         chunk = wanted[start : start + 500]
         for address, reason in conn.execute(
             select(SUPPRESSIONS.c.address, SUPPRESSIONS.c.reason).where(
-                SUPPRESSIONS.c.address.in_(chunk)
+                SUPPRESSIONS.c.address.in_(chunk), SUPPRESSIONS.c.scope.in_(wanted_scopes)
             )
         ):
             found[address] = reason
     return found
 
 
-def unsuppress(conn: Connection, address: str) -> bool:
-    """Remove an address from the list (an admin's decision)."""
-    return bool(
-        conn.execute(
-            delete(SUPPRESSIONS).where(SUPPRESSIONS.c.address == address.strip().lower())
-        ).rowcount
-    )
+def unsuppress(conn: Connection, address: str, scope: str | None = None) -> bool:
+    """Remove an address from the list in one scope, or in every scope (an admin's decision)."""
+    statement = delete(SUPPRESSIONS).where(SUPPRESSIONS.c.address == address.strip().lower())
+    if scope is not None:
+        statement = statement.where(SUPPRESSIONS.c.scope == scope)
+    return bool(conn.execute(statement).rowcount)
 
 
 def listing(conn: Connection, limit: int = 1000) -> list[dict[str, Any]]:
@@ -71,6 +91,7 @@ def listing(conn: Connection, limit: int = 1000) -> list[dict[str, Any]]:
     return [
         {
             "address": r.address,
+            "scope": r.scope,
             "reason": r.reason,
             "detail": r.detail,
             "message_pk": r.message_pk,

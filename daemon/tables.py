@@ -238,11 +238,16 @@ class Bounce(Base):
 
 
 class Suppression(Base):
-    """An address nothing automatic may be sent to (hard bounce, complaint, unsubscribe)."""
+    """An address some mail may not be sent to (hard bounce, complaint, unsubscribe).
+
+    scope: `all` (nothing automatic: auto-replies, surveys, campaigns), `marketing` (no
+    campaign of any list) or `list:<name>` (no campaign of that list).
+    """
 
     __tablename__ = "suppressions"
 
     address: Mapped[str] = mapped_column(String(320), primary_key=True)
+    scope: Mapped[str] = mapped_column(String(80), primary_key=True, default="all")
     reason: Mapped[str] = mapped_column(String(32))
     detail: Mapped[str | None] = mapped_column(Text)
     message_pk: Mapped[int | None] = mapped_column(ForeignKey("messages.id"))
@@ -385,3 +390,132 @@ class SurveyAnswer(Base):
     answered_at: Mapped[datetime] = mapped_column(Instant(), index=True)
     message_pk: Mapped[int | None] = mapped_column(ForeignKey("messages.id"))
     channel: Mapped[str] = mapped_column(String(16))
+
+
+class SoftBounce(Base):
+    """Soft bounces of one address in the current window (reset when the address proves alive)."""
+
+    __tablename__ = "soft_bounces"
+
+    address: Mapped[str] = mapped_column(String(320), primary_key=True)
+    count: Mapped[int] = mapped_column(Integer, default=0)
+    first_at: Mapped[datetime] = mapped_column(Instant())
+    last_at: Mapped[datetime] = mapped_column(Instant())
+    last_detail: Mapped[str | None] = mapped_column(Text)
+
+
+class Subscriber(Base):
+    """A person marketing mail may go to: contact attributes that segments select on."""
+
+    __tablename__ = "subscribers"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    address: Mapped[str] = mapped_column(String(320), unique=True)
+    name: Mapped[str | None] = mapped_column(String(300))
+    language: Mapped[str | None] = mapped_column(String(16))
+    timezone: Mapped[str | None] = mapped_column(String(64))
+    tier: Mapped[str | None] = mapped_column(String(32))
+    lifecycle: Mapped[str | None] = mapped_column(String(32))
+    # JSON: a list of tags, an object of further attributes for templates
+    tags: Mapped[str] = mapped_column(Text, default="[]")
+    attributes: Mapped[str] = mapped_column(Text, default="{}")
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id"), index=True)
+    last_contact_at: Mapped[datetime | None] = mapped_column(Instant())
+    created_at: Mapped[datetime] = mapped_column(Instant())
+    updated_at: Mapped[datetime] = mapped_column(Instant())
+
+
+class ListMember(Base):
+    """A subscriber's membership of one list, with the consent behind it."""
+
+    __tablename__ = "list_members"
+    __table_args__ = (Index("ix_list_members_list_status", "list", "status"),)
+
+    list: Mapped[str] = mapped_column(String(64), primary_key=True)
+    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id"), primary_key=True)
+    # pending (double opt-in not yet confirmed), subscribed, unsubscribed
+    status: Mapped[str] = mapped_column(String(16))
+    consent_source: Mapped[str | None] = mapped_column(String(200))
+    consent_at: Mapped[datetime | None] = mapped_column(Instant())
+    confirmed_at: Mapped[datetime | None] = mapped_column(Instant())
+    unsubscribed_at: Mapped[datetime | None] = mapped_column(Instant())
+    created_at: Mapped[datetime] = mapped_column(Instant())
+
+
+class Campaign(Base):
+    """A newsletter or promotion as the marketer defined it; each occurrence is a run."""
+
+    __tablename__ = "campaigns"
+    __table_args__ = (Index("ix_campaigns_state_next", "state", "next_run_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    # JSON of the validated definition (daemon/campaign_config.py)
+    definition: Mapped[str] = mapped_column(Text)
+    # draft, scheduled (a next run is due at next_run_at), done, cancelled
+    state: Mapped[str] = mapped_column(String(16))
+    next_run_at: Mapped[datetime | None] = mapped_column(Instant())
+    next_occurrence: Mapped[str | None] = mapped_column(String(40))
+    created_at: Mapped[datetime] = mapped_column(Instant())
+    updated_at: Mapped[datetime] = mapped_column(Instant())
+
+
+class CampaignRun(Base):
+    """One occurrence of a campaign; the unique occurrence makes a double start impossible."""
+
+    __tablename__ = "campaign_runs"
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "occurrence"),
+        Index("ix_campaign_runs_status", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id"), index=True)
+    occurrence: Mapped[str] = mapped_column(String(40))
+    # running, paused, finished, finished_with_failures, cancelled, skipped
+    status: Mapped[str] = mapped_column(String(24))
+    scheduled_for: Mapped[datetime] = mapped_column(Instant())
+    started_at: Mapped[datetime] = mapped_column(Instant())
+    finished_at: Mapped[datetime | None] = mapped_column(Instant())
+    recipients: Mapped[int] = mapped_column(Integer, default=0)
+    excluded: Mapped[int] = mapped_column(Integer, default=0)
+    detail: Mapped[str | None] = mapped_column(Text)
+
+
+class CampaignSend(Base):
+    """One recipient of one run: claimed with a lease, its Message-ID fixed before DATA."""
+
+    __tablename__ = "campaign_sends"
+    __table_args__ = (
+        UniqueConstraint("run_id", "address"),
+        Index("ix_campaign_sends_state_due", "state", "due_at"),
+        Index("ix_campaign_sends_run_state", "run_id", "state"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("campaign_runs.id"))
+    subscriber_id: Mapped[int | None] = mapped_column(ForeignKey("subscribers.id"), index=True)
+    address: Mapped[str] = mapped_column(String(320))
+    # queued, claimed, sending, sent, failed, uncertain, cancelled, skipped
+    state: Mapped[str] = mapped_column(String(16))
+    due_at: Mapped[datetime] = mapped_column(Instant())
+    message_id: Mapped[str] = mapped_column(String(998))
+    claimed_by: Mapped[str | None] = mapped_column(String(200))
+    lease_until: Mapped[datetime | None] = mapped_column(Instant())
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    sent_at: Mapped[datetime | None] = mapped_column(Instant())
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class Throttle(Base):
+    """A relay's token bucket: shared by every process and kept across restarts."""
+
+    __tablename__ = "throttles"
+
+    relay: Mapped[str] = mapped_column(String(200), primary_key=True)
+    rate: Mapped[float] = mapped_column(Float)
+    tokens: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[datetime] = mapped_column(Instant())
+    deferrals: Mapped[int] = mapped_column(Integer, default=0)
+    last_deferral_at: Mapped[datetime | None] = mapped_column(Instant())
