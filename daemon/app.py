@@ -12,6 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 from .agent_replies import AgentReplies
 from .calendar import BusinessCalendar
+from .campaign_ledger import SendLedger
+from .campaign_send import CampaignSender, Composers
+from .campaigns import CampaignBook
 from .clock import SystemClock
 from .compose import split_mailbox
 from .database import Database
@@ -38,11 +41,13 @@ from .sla_imap import SlaFolders
 from .sla_sweep import Sweeper
 from .submission import SubmissionServer
 from .survey import Surveys
+from .throttle import TokenBucket
 
 # Steps register themselves by name when their modules are imported.
 from . import contacts as _contacts  # noqa: F401  isort: skip
 from . import sla_step as _sla_step  # noqa: F401  isort: skip
 from . import threads as _threads  # noqa: F401  isort: skip
+from . import unsubscribe_step as _unsubscribe_step  # noqa: F401  isort: skip
 
 if TYPE_CHECKING:
     from .http import HttpServer
@@ -78,6 +83,7 @@ class App:
     scheduler: Scheduler | None = None
     submission: SubmissionServer | None = None
     http: HttpServer | None = None
+    campaigns: CampaignSender | None = None
     stop_event: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
 
@@ -94,6 +100,8 @@ class App:
         self.imap.start()
         if self.sender is not None:
             self.sender.start()
+        if self.campaigns is not None:
+            self.campaigns.start()
         if self.submission is not None:
             self.submission.start()
             log.info(
@@ -134,6 +142,8 @@ class App:
             thread.join(timeout)
         if self.sender is not None:
             self.sender.stop(timeout)
+        if self.campaigns is not None:
+            self.campaigns.stop(timeout)
         self.db.dispose()
 
 
@@ -186,6 +196,8 @@ def build_app(settings: Settings, **overrides: Any) -> App:
         classifier=classifier,
         sla_book=sla,
         survey_key=survey_key,
+        unsubscribe_key=instance_key(db, "unsubscribe"),
+        rules=rules_file.fresh,
     )
     runner = Runner(
         db,
@@ -235,11 +247,22 @@ def build_app(settings: Settings, **overrides: Any) -> App:
             raise ConfigError("submission: the submission port relays through `relay`; enable it")
         replies = AgentReplies(db, clock, outbox, sla, identity)
         submission = SubmissionServer(settings.submission, replies.accept)
+    campaigns = None
+    if settings.relay.enabled and overrides.get("campaigns", True):
+        campaigns = build_campaign_sender(
+            settings, rules_file, db, clock, owner, templates, identity, mid_key
+        )
     http = None
     if settings.http.enabled and intake_on:
         from .http import HttpServer, build_http_app
+        from .optin import optin_routes
+        from .unsubscribe import unsubscribe_routes
 
-        web = build_http_app(db, clock, survey_key, rules_file.fresh)
+        routes = [
+            *unsubscribe_routes(db, clock, instance_key(db, "unsubscribe")),
+            *optin_routes(db, clock, instance_key(db, "optin"), rules_file.fresh),
+        ]
+        web = build_http_app(db, clock, survey_key, rules_file.fresh, routes)
         http = HttpServer(settings.http, web)
     sweeper = scheduler = None
     if overrides.get("sweeper", True):
@@ -266,6 +289,7 @@ def build_app(settings: Settings, **overrides: Any) -> App:
         scheduler,
         submission,
         http,
+        campaigns,
     )
 
 
@@ -313,6 +337,28 @@ def build_sla_book(
         surveys = Surveys(templates, outbox, identity, *keys, public_url)
         book.on_resolved(surveys.after_resolution)
     return book
+
+
+def build_campaign_sender(
+    settings: Settings,
+    rules_file: RulesFile,
+    db: Database,
+    clock: Clock,
+    owner: str,
+    templates: TemplateStore,
+    identity: Identity,
+    mid_key: bytes,
+) -> CampaignSender:
+    """The campaign book, the send ledger with its relay's token bucket, and the sender."""
+    relay = settings.relay
+    bucket = TokenBucket(db, f"{relay.host}:{relay.effective_port}")
+    ledger = SendLedger(db, clock, owner, bucket)
+    book = CampaignBook(db, clock, rules_file.fresh, mid_key)
+    public_url = settings.http.public_url if settings.http.enabled else None
+    composers = Composers(
+        db, rules_file.fresh, templates, identity, instance_key(db, "unsubscribe"), public_url
+    )
+    return CampaignSender(ledger, book, composers, relay, clock, rules_file.fresh)
 
 
 def build_replier(

@@ -13,11 +13,13 @@ from pathlib import Path
 from types import FrameType
 
 from .admin import register as register_admin
+from .audience_cli import register as register_audience
 from .clock import SystemClock
 from .corrections import register as register_corrections
 from .database import Database
 from .errors import MailcareError
 from .settings import Settings, load_settings
+from .campaign_cli import register as register_campaign
 from .sla_cli import register as register_sla
 from .workers import configure_logging
 
@@ -276,6 +278,8 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     register_admin(sub)
     register_corrections(sub)
     register_sla(sub)
+    register_audience(sub)
+    register_campaign(sub)
 
     demo = sub.add_parser("demo", help="run a self-contained demo with embedded servers")
     demo.add_argument("--workdir", help="keep the demo's files here")

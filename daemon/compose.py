@@ -70,7 +70,8 @@ def message_id(key: bytes, token: str, domain: str) -> str:
     return f"{local}@{domain}"
 
 
-def _body(text: str, subtype: str) -> bytes:
+def body_part(text: str, subtype: str) -> bytes:
+    """One text part (headers and encoded body): 7bit when it can be, else base64 UTF-8."""
     data = text.replace("\r\n", "\n").replace("\n", "\r\n")
     if not data.endswith("\r\n"):
         data += "\r\n"
@@ -120,15 +121,15 @@ class Outgoing:
         lines.append("MIME-Version: 1.0")
         head = "\r\n".join(lines).encode("utf-8") + b"\r\n"
         if self.html is None:
-            return head + _body(self.text, "plain")
+            return head + body_part(self.text, "plain")
         boundary = "=_mc_" + hashlib.sha256(self.message_id.encode("utf-8")).hexdigest()[:24]
         return (
             head
             + f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n\r\n'.encode("ascii")
             + f"--{boundary}\r\n".encode("ascii")
-            + _body(self.text, "plain")
+            + body_part(self.text, "plain")
             + f"\r\n--{boundary}\r\n".encode("ascii")
-            + _body(self.html, "html")
+            + body_part(self.html, "html")
             + f"\r\n--{boundary}--\r\n".encode("ascii")
         )
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 import re
 import smtplib
+import socket
 import ssl
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -20,7 +21,9 @@ from .settings import Relay
 
 log = logging.getLogger(__name__)
 
-Outcome = Literal["sent", "retry", "failed", "uncertain"]
+Outcome = Literal["sent", "retry", "failed", "uncertain", "withdrawn"]
+# called after the message body and before its final ".": False withdraws the message
+FinalCheck = Callable[[], bool]
 _LEADING_DOT = re.compile(rb"(?m)^\.")
 
 
@@ -85,6 +88,10 @@ class SmtpSession:
                     local_hostname=relay.hostname,
                     timeout=relay.timeout,
                 )
+            # the final "." goes out as its own small write: without this, Nagle's algorithm
+            # holds it back until the peer acknowledges the body
+            if smtp.sock is not None:
+                smtp.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             smtp.ehlo()
             if relay.tls == "starttls":
                 smtp.starttls(context=tls_context(relay))
@@ -112,15 +119,25 @@ class SmtpSession:
         except (OSError, smtplib.SMTPException):
             smtp.close()
 
-    def send(self, mail_from: str, recipients: Sequence[str], raw: bytes) -> SendResult:
-        """Hand one message to the relay; raise RelayUnavailable if it cannot be reached."""
+    def send(
+        self,
+        mail_from: str,
+        recipients: Sequence[str],
+        raw: bytes,
+        final_check: FinalCheck | None = None,
+    ) -> SendResult:
+        """Hand one message to the relay; raise RelayUnavailable if it cannot be reached.
+
+        final_check runs when only the final "." is left to send, so a caller can record
+        durably that the message is about to be handed over (or withdraw it: `withdrawn`).
+        """
         if self._smtp is not None and self._sent_here >= self.relay.messages_per_connection:
             self.close()
         fresh = self._smtp is None
         if self._smtp is None:
             self._smtp = self._open()
         try:
-            return self._transaction(self._smtp, mail_from, recipients, raw)
+            return self._transaction(self._smtp, mail_from, recipients, raw, final_check)
         except _Dropped as exc:
             # a reused connection the relay had already closed: nothing was handed over
             self.close()
@@ -128,7 +145,7 @@ class SmtpSession:
                 raise RelayUnavailable(str(exc)) from exc
             self._smtp = self._open()
             try:
-                return self._transaction(self._smtp, mail_from, recipients, raw)
+                return self._transaction(self._smtp, mail_from, recipients, raw, final_check)
             except _Dropped as again:
                 self.close()
                 raise RelayUnavailable(str(again)) from again
@@ -136,7 +153,12 @@ class SmtpSession:
             self._sent_here += 1
 
     def _transaction(
-        self, smtp: smtplib.SMTP, mail_from: str, recipients: Sequence[str], raw: bytes
+        self,
+        smtp: smtplib.SMTP,
+        mail_from: str,
+        recipients: Sequence[str],
+        raw: bytes,
+        final_check: FinalCheck | None = None,
     ) -> SendResult:
         try:
             code, message = smtp.mail(mail_from)
@@ -169,7 +191,15 @@ class SmtpSession:
         if not payload.endswith(b"\r\n"):
             payload += b"\r\n"
         try:
-            smtp.send(payload + b".\r\n")
+            if final_check is None:
+                smtp.send(payload + b".\r\n")
+            else:
+                smtp.send(payload)
+                if not final_check():
+                    # without the final "." the relay discards what it has received
+                    self.close()
+                    return SendResult("withdrawn", "withdrawn before the end of DATA")
+                smtp.send(b".\r\n")
         except (OSError, smtplib.SMTPServerDisconnected) as exc:
             # sendall failed, so its last bytes (the final ".") never left: not delivered
             self.close()
