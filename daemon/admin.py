@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -104,8 +105,20 @@ def cmd_suppressions_list(args: argparse.Namespace) -> int:
         _print_json(rows)
         return 0
     for row in rows:
-        print(f"{row['address']}\t{row['reason']}\t{row['created_at']}\t{row['detail'] or ''}")
+        print(
+            f"{row['address']}\t{row['scope']}\t{row['reason']}\t{row['created_at']}\t"
+            f"{row['detail'] or ''}"
+        )
     return 0
+
+
+def _scope(value: str) -> str:
+    """An argparse type: all, marketing or list:NAME."""
+    from .suppressions import SCOPES
+
+    if value in SCOPES or re.fullmatch(r"list:[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}", value):
+        return value
+    raise argparse.ArgumentTypeError(f"not a scope: {value!r} (all, marketing or list:NAME)")
 
 
 def cmd_suppressions_add(args: argparse.Namespace) -> int:
@@ -118,9 +131,15 @@ def cmd_suppressions_add(args: argparse.Namespace) -> int:
     settings = _settings(args)
     db = _database(settings)
     with db.transaction() as conn:
-        added = suppress(conn, [(args.address, "manual", args.note, None)], SystemClock().now())
+        added = suppress(
+            conn,
+            [(args.address, "manual", args.note, None)],
+            SystemClock().now(),
+            scope=args.scope,
+        )
     db.dispose()
-    print(f"{args.address}: {'suppressed' if added else 'already suppressed'}")
+    where = "" if args.scope == "all" else f" ({args.scope})"
+    print(f"{args.address}: {'suppressed' if added else 'already suppressed'}{where}")
     return 0
 
 
@@ -130,9 +149,10 @@ def cmd_suppressions_remove(args: argparse.Namespace) -> int:
     settings = _settings(args)
     db = _database(settings)
     with db.transaction() as conn:
-        removed = unsuppress(conn, args.address)
+        removed = unsuppress(conn, args.address, args.scope)
     db.dispose()
-    print(f"{args.address}: {'removed' if removed else 'was not suppressed'}")
+    where = "" if args.scope is None else f" ({args.scope})"
+    print(f"{args.address}: {'removed' if removed else 'was not suppressed'}{where}")
     return 0 if removed else 1
 
 
@@ -282,7 +302,9 @@ def register(sub: Any) -> None:
     o_resend.add_argument("--failed", action="store_true", help="also rows that failed")
     o_resend.set_defaults(func=cmd_outbox_resend)
 
-    supp = sub.add_parser("suppressions", help="addresses nothing automatic is sent to")
+    supp = sub.add_parser(
+        "suppressions", help="addresses some or all automatic mail is not sent to"
+    )
     s_sub = supp.add_subparsers(dest="s_command", required=True, metavar="ACTION")
     s_list = s_sub.add_parser("list")
     s_list.add_argument("--limit", type=int, default=1000)
@@ -291,9 +313,18 @@ def register(sub: Any) -> None:
     s_add = s_sub.add_parser("add")
     s_add.add_argument("address")
     s_add.add_argument("--note")
+    s_add.add_argument(
+        "--scope",
+        type=_scope,
+        default="all",
+        help="all (nothing automatic, the default), marketing (no campaigns) or list:NAME",
+    )
     s_add.set_defaults(func=cmd_suppressions_add)
     s_remove = s_sub.add_parser("remove")
     s_remove.add_argument("address")
+    s_remove.add_argument(
+        "--scope", type=_scope, help="all, marketing or list:NAME (default: every scope)"
+    )
     s_remove.set_defaults(func=cmd_suppressions_remove)
 
     templates = sub.add_parser("templates", help="reply, notification and campaign templates")

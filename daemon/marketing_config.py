@@ -40,9 +40,7 @@ class Segment(Strict):
     """A part of a list chosen by contact attributes; an omitted condition matches anything."""
 
     tiers: list[str] | None = None
-    lifecycles: list[Annotated[str, Field(pattern="^(potential|new|active|lapsed)$")]] | None = (
-        None
-    )
+    lifecycles: list[Annotated[str, Field(pattern="^(potential|new|active|lapsed)$")]] | None = None
     languages: list[str] | None = None
     tags_any: list[str] | None = None
     tags_all: list[str] | None = None
@@ -157,4 +155,3 @@ class Marketing(Strict):
         except KeyError:
             known = ", ".join(sorted(self.segments)) or "none defined"
             raise ValueError(f"unknown segment {name!r} (marketing.segments: {known})") from None
-

@@ -129,7 +129,7 @@ class Intake(_Strict):
         return self
 
 
-STEPS = ["parse", "screen", "thread", "contact", "classify", "sla", "reply"]
+STEPS = ["parse", "screen", "thread", "contact", "unsubscribe", "classify", "sla", "reply"]
 
 
 class Runner(_Strict):

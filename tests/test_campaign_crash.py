@@ -135,12 +135,12 @@ def test_sigkill_during_a_campaign_sends_nobody_two_copies(
     for _ in range(KILLS):
         before = sink.count
         proc = start(config)
+
+        def sending(start: int = before) -> bool:
+            return sink.count > start or run_status(db) not in (None, "running")
+
         # kill once this process is sending, at a random moment of its work
-        wait_until(
-            lambda start=before: sink.count > start or run_status(db) not in (None, "running"),
-            timeout=90,
-            what="the restarted daemon to send",
-        )
+        wait_until(sending, timeout=90, what="the restarted daemon to send")
         time.sleep(rng.uniform(0.0, 1.5))
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
