@@ -13,7 +13,7 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Table, bindparam, func, or_, select, update
@@ -21,6 +21,7 @@ from sqlalchemy import Connection, Table, bindparam, func, or_, select, update
 from .campaign_config import CampaignDefinition
 from .campaign_mime import Person
 from .database import Database
+from .errors import StorageError
 from .folders import holder_is_dead
 from .interfaces import Clock
 from .marketing_config import Throttle as ThrottleConfig
@@ -83,72 +84,32 @@ class SendLedger:
         self.clock = clock
         self.owner = owner
         self.bucket = bucket
-
-    def exchange(
-        self, results: Sequence[Result], limit: int, lease: float, throttle: ThrottleConfig
-    ) -> tuple[list[Claimed], float]:
-        """Settle results and claim up to limit rows in one transaction; (rows, wait)."""
-        if not results and limit <= 0:
-            return [], 0.0
-        with self.db.transaction(durable=False) as conn:
-            self._settle(conn, results, throttle)
-            if limit <= 0:
-                return [], 0.0
-            return self._claim(conn, limit, lease, throttle)
-
-    def mark(self, send_id: int, results: Sequence[Result], throttle: ThrottleConfig) -> bool:
-        """Durably record that send_id is being handed over (settling results with it).
-
-        False when the row is no longer ours to send (lease taken over, run paused or
-        cancelled): the caller withdraws the message.
-        """
-        with self.db.transaction(durable=True) as conn:
-            self._settle(conn, results, throttle)
-            running = select(RUNS.c.id).where(RUNS.c.status == "running")
-            changed = conn.execute(
-                update(SENDS)
-                .where(
-                    SENDS.c.id == send_id,
-                    SENDS.c.state == "claimed",
-                    SENDS.c.claimed_by == self.owner,
-                    SENDS.c.run_id.in_(running.scalar_subquery()),
-                )
-                .values(state="sending")
-            ).rowcount
-        return changed == 1
-
-    def _claim(
-        self, conn: Connection, limit: int, lease: float, throttle: ThrottleConfig
-    ) -> tuple[list[Claimed], float]:
-        now = self.clock.now()
-        grant = self.bucket.take(conn, limit, throttle, now)
-        if grant.count == 0:
-            return [], grant.wait
-        query = (
+        self._marker = Marker(db, owner)
+        due = (
             select(SENDS.c.id)
             .join(RUNS, RUNS.c.id == SENDS.c.run_id)
-            .where(SENDS.c.state == "queued", SENDS.c.due_at <= now, RUNS.c.status == "running")
+            .where(
+                SENDS.c.state == "queued",
+                SENDS.c.due_at <= bindparam("c_now", type_=SENDS.c.due_at.type),
+                RUNS.c.status == "running",
+            )
             .order_by(SENDS.c.due_at, SENDS.c.id)
-            .limit(grant.count)
+            .limit(bindparam("c_limit"))
         )
-        if self.db.is_postgresql:
-            query = query.with_for_update(skip_locked=True, of=SENDS)
-        ids = list(conn.execute(query).scalars())
-        if len(ids) < grant.count:
-            self.bucket.give_back(conn, grant.count - len(ids), throttle)
-        if not ids:
-            return [], 0.0
-        conn.execute(
+        if db.is_postgresql:
+            due = due.with_for_update(skip_locked=True, of=SENDS)
+        self._due = due
+        self._take = (
             update(SENDS)
-            .where(SENDS.c.id.in_(ids), SENDS.c.state == "queued")
+            .where(SENDS.c.id.in_(bindparam("c_ids", expanding=True)), SENDS.c.state == "queued")
             .values(
                 state="claimed",
-                claimed_by=self.owner,
-                lease_until=now + timedelta(seconds=lease),
+                claimed_by=bindparam("c_owner"),
+                lease_until=bindparam("c_lease", type_=SENDS.c.lease_until.type),
                 attempts=SENDS.c.attempts + 1,
             )
         )
-        rows = conn.execute(
+        self._taken = (
             select(
                 SENDS.c.id,
                 SENDS.c.run_id,
@@ -164,23 +125,18 @@ class SendLedger:
                 SUBSCRIBERS.c.attributes,
             )
             .select_from(SENDS.outerjoin(SUBSCRIBERS, SUBSCRIBERS.c.id == SENDS.c.subscriber_id))
-            .where(SENDS.c.id.in_(ids), SENDS.c.claimed_by == self.owner)
+            .where(
+                SENDS.c.id.in_(bindparam("c_ids", expanding=True)),
+                SENDS.c.claimed_by == bindparam("c_owner"),
+            )
             .order_by(SENDS.c.id)
-        ).all()
-        return [_claimed(r) for r in rows], 0.0
-
-    def _settle(
-        self, conn: Connection, results: Sequence[Result], throttle: ThrottleConfig
-    ) -> None:
-        if not results:
-            return
-        now = self.clock.now()
-        mine = SENDS.c.claimed_by == self.owner
-        settle = (
+        )
+        # built once: constructing a statement costs more than running it on SQLite
+        self._settle_statement = (
             update(SENDS)
             .where(
                 SENDS.c.id == bindparam("r_id"),
-                mine,
+                SENDS.c.claimed_by == bindparam("r_mine"),
                 # not IN (...): an expanding parameter cannot be used with executemany
                 or_(
                     SENDS.c.state == "claimed",
@@ -197,31 +153,72 @@ class SendLedger:
                 attempts=SENDS.c.attempts - bindparam("r_undo"),
             )
         )
-        params: list[dict[str, Any]] = []
-        for result in results:
-            final = result.state in ("sent", "failed", "uncertain")
-            params.append(
-                {
-                    "r_id": result.id,
-                    "r_state": "queued" if result.state == "released" else result.state,
-                    "r_owner": self.owner if final else None,
-                    "r_due": (
-                        now + timedelta(seconds=result.retry_in)
-                        if result.state == "queued"
-                        else None
-                    ),
-                    "r_sent": now if result.state == "sent" else None,
-                    "r_error": (result.detail or None) if result.state != "sent" else None,
-                    "r_undo": 1 if result.state == "released" else 0,
-                }
-            )
-        conn.execute(settle, params)
+
+    def exchange(
+        self, results: Sequence[Result], limit: int, lease: float, throttle: ThrottleConfig
+    ) -> tuple[list[Claimed], float]:
+        """Settle results and claim up to limit rows in one transaction; (rows, wait)."""
+        if not results and limit <= 0:
+            return [], 0.0
+        with self.db.transaction(durable=False) as conn:
+            self._settle(conn, results, throttle)
+            if limit <= 0:
+                return [], 0.0
+            return self._claim(conn, limit, lease, throttle)
+
+    def mark(self, send_id: int, results: Sequence[Result]) -> bool:
+        """Durably record that send_id is being handed over, and the rows of results.
+
+        Only the rows change here; what results imply beyond their row (a deferral slows
+        the throttle, a dead mailbox is suppressed) waits for the next `exchange`, which
+        must be given them again. False when the row is no longer ours to send (lease
+        taken over, run paused or cancelled: each takes the claim back): the caller
+        withdraws the message.
+        """
+        return self._marker.mark(
+            send_id, [row_values(r, self.owner, self.clock.now()) for r in results]
+        )
+
+    def _claim(
+        self, conn: Connection, limit: int, lease: float, throttle: ThrottleConfig
+    ) -> tuple[list[Claimed], float]:
+        now = self.clock.now()
+        grant = self.bucket.take(conn, limit, throttle, now)
+        if grant.count == 0:
+            return [], grant.wait
+        ids = list(conn.execute(self._due, {"c_now": now, "c_limit": grant.count}).scalars())
+        if len(ids) < grant.count:
+            self.bucket.give_back(conn, grant.count - len(ids), throttle)
+        if not ids:
+            return [], 0.0
+        conn.execute(
+            self._take,
+            {
+                "c_ids": ids,
+                "c_owner": self.owner,
+                "c_lease": now + timedelta(seconds=lease),
+            },
+        )
+        rows = conn.execute(self._taken, {"c_ids": ids, "c_owner": self.owner}).all()
+        return [_claimed(r) for r in rows], 0.0
+
+    def _settle(
+        self, conn: Connection, results: Sequence[Result], throttle: ThrottleConfig
+    ) -> None:
+        if not results:
+            return
+        now = self.clock.now()
+        conn.execute(self._settle_statement, [row_values(r, self.owner, now) for r in results])
         if any(result.deferred for result in results):
             rate = self.bucket.deferred(conn, throttle, now)
             log.warning("the relay deferred campaign mail (4xx); slowing to %.2f msgs/s", rate)
         hard = [(r.address, "hard-bounce", r.detail, None) for r in results if r.hard]
         if hard:
             suppress(conn, hard, now)
+
+    def close(self) -> None:
+        """Give back the connection the marks use."""
+        self._marker.close()
 
     def recover(self) -> tuple[int, int]:
         """Rows a dead or expired claimer left: claimed back to the queue, sending uncertain.
@@ -329,6 +326,103 @@ class SendLedger:
         for run, status in closed:
             log.info("campaign run %d %s", run, status.replace("_", " "))
         return closed
+
+
+def row_values(result: Result, owner: str, now: datetime) -> dict[str, Any]:
+    """The new values of a result's row (bind parameters of the settle statement)."""
+    final = result.state in ("sent", "failed", "uncertain")
+    return {
+        "r_id": result.id,
+        "r_mine": owner,
+        "r_state": "queued" if result.state == "released" else result.state,
+        "r_owner": owner if final else None,
+        "r_due": now + timedelta(seconds=result.retry_in) if result.state == "queued" else None,
+        "r_sent": now if result.state == "sent" else None,
+        "r_error": (result.detail or None) if result.state != "sent" else None,
+        "r_undo": 1 if result.state == "released" else 0,
+    }
+
+
+class Marker:
+    """The one durable write per message, on a DBAPI connection kept for it.
+
+    It runs under the send window for every message, and SQLAlchemy's per-transaction
+    work (pool checkout, events, statement handling) costs about twice the commit itself
+    (0.5 ms against 0.2 ms on SQLite), so it speaks plain SQL.
+    """
+
+    def __init__(self, db: Database, owner: str) -> None:
+        self.db = db
+        self.owner = owner
+        dialect = db.engine.dialect
+        processor = SENDS.c.sent_at.type.bind_processor(dialect)
+        self._time: Any = processor or (lambda value: value)
+        mark = "?" if db.is_sqlite else "%s"
+        stamp = mark if db.is_sqlite else f"CAST({mark} AS TIMESTAMP WITH TIME ZONE)"
+        self._settle_sql = (
+            f"UPDATE campaign_sends SET state = {mark}, claimed_by = {mark}, "
+            f"due_at = COALESCE({stamp}, due_at), sent_at = {stamp}, last_error = {mark}, "
+            f"attempts = attempts - {mark} "
+            f"WHERE id = {mark} AND claimed_by = {mark} "
+            "AND state IN ('claimed', 'sending', 'uncertain')"
+        )
+        self._mark_sql = (
+            "UPDATE campaign_sends SET state = 'sending' "
+            f"WHERE id = {mark} AND state = 'claimed' AND claimed_by = {mark}"
+        )
+        self._connection: Any = None
+
+    def mark(self, send_id: int, rows: Sequence[dict[str, Any]]) -> bool:
+        """One transaction: the rows' new values, then send_id claimed -> sending."""
+        settle = [
+            (
+                r["r_state"],
+                r["r_owner"],
+                self._time(r["r_due"]),
+                self._time(r["r_sent"]),
+                r["r_error"],
+                r["r_undo"],
+                r["r_id"],
+                r["r_mine"],
+            )
+            for r in rows
+        ]
+        with self.db.writer_lock():
+            connection = self._connection or self._open()
+            try:
+                cursor = connection.cursor()
+                if self.db.is_sqlite:
+                    cursor.execute("BEGIN IMMEDIATE")
+                if settle:
+                    cursor.executemany(self._settle_sql, settle)
+                cursor.execute(self._mark_sql, (send_id, self.owner))
+                changed = cursor.rowcount
+                cursor.close()
+                if self.db.is_sqlite:
+                    connection.execute("COMMIT")
+                else:
+                    connection.commit()
+            except Exception as exc:  # the driver's error classes differ per backend
+                self.close()
+                raise StorageError(f"database error: {' '.join(str(exc).split())[:300]}") from exc
+        return bool(changed == 1)
+
+    def _open(self) -> Any:
+        connection = self.db.raw_connection()
+        if self.db.is_sqlite:
+            connection.execute("PRAGMA synchronous=FULL")  # the mark must survive a power cut
+        self._connection = connection
+        return connection
+
+    def close(self) -> None:
+        """Give the connection back (after an error, or at the end)."""
+        connection, self._connection = self._connection, None
+        if connection is None:
+            return
+        try:
+            connection.close()  # back to the pool, which rolls back what is left open
+        except Exception as exc:  # closing a broken connection may fail too
+            log.debug("closing the mark connection: %s", exc)
 
 
 def _claimed(row: Any) -> Claimed:

@@ -18,9 +18,10 @@ from .campaign_config import CampaignDefinition
 from .compose import _encoded, bare_id, body_part, clean, mailbox, split_mailbox
 from .html_text import html_to_text
 from .render import TemplateStore
-from .unsubscribe import list_unsubscribe_headers, make_token
+from .unsubscribe import list_unsubscribe_headers, make_token, unsubscribe_url
 
 FAMILY = "campaigns"
+_SLOT = "mcu-slot"  # stands for the token in headers and links prepared once
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +96,12 @@ class CampaignComposer:
         head.append("MIME-Version: 1.0")
         self._head = ("\r\n".join(head) + "\r\n").encode("utf-8")
         self._parts = self._new_parts()
+        # built once with a placeholder for the token: they are the same for every recipient
+        headers = list_unsubscribe_headers(_SLOT, links.public_url, links.mailto)
+        self._unsubscribe_lines = [f"{name}: {value}" for name, value in headers]
+        self._url_template = (
+            unsubscribe_url(links.public_url, _SLOT) if links.public_url is not None else None
+        )
         self._variants: dict[str, str] = {}
 
     def _variant(self, language: str | None) -> str:
@@ -105,21 +112,23 @@ class CampaignComposer:
             self._variants[key] = variant
         return variant
 
-    def unsubscribe_url(self, person: Person) -> str | None:
-        """The recipient's one-click unsubscribe page, if the web endpoint is public."""
-        if self.links.public_url is None or person.subscriber_id is None:
+    def token(self, person: Person) -> str | None:
+        """The recipient's signed unsubscribe token (None for someone not subscribed)."""
+        if person.subscriber_id is None:
             return None
-        token = make_token(self.links.key, person.subscriber_id, self.list_name, self.run_id)
-        return f"{self.links.public_url.rstrip('/')}/unsubscribe/{token}"
+        return make_token(self.links.key, person.subscriber_id, self.list_name, self.run_id)
 
-    def context(self, person: Person) -> dict[str, Any]:
+    def context(self, person: Person, token: str | None) -> dict[str, Any]:
         """Everything a campaign template can use."""
+        url = ""
+        if token is not None and self._url_template is not None:
+            url = self._url_template.replace(_SLOT, token)
         return {
             "subscriber": person.context(),
             "campaign": {"name": self.definition.name, "kind": self.definition.kind},
             "list": {"name": self.list_name, "title": self.list_title},
             "company": self.company,
-            "unsubscribe_url": self.unsubscribe_url(person) or "",
+            "unsubscribe_url": url,
             "unsubscribe_address": self.links.mailto or "",
             **self.definition.variables,
         }
@@ -127,8 +136,9 @@ class CampaignComposer:
     def build(self, person: Person, message_id: str, date: datetime) -> bytes:
         """The recipient's message bytes (CRLF, ready for DATA)."""
         variant = self._variant(person.language)
+        token = self.token(person)
         rendered = self.templates.render_variant(
-            FAMILY, self.definition.template, variant, self.context(person)
+            FAMILY, self.definition.template, variant, self.context(person, token)
         )
         text = rendered.text
         if not text.strip() and rendered.html is not None:
@@ -139,14 +149,8 @@ class CampaignComposer:
             f"Date: {format_datetime(date)}",
             f"Message-ID: <{bare_id(message_id)}>",
         ]
-        if person.subscriber_id is not None:
-            token = make_token(self.links.key, person.subscriber_id, self.list_name, self.run_id)
-            for name, value in list_unsubscribe_headers(
-                token,
-                self.links.public_url and self.links.public_url.rstrip("/"),
-                self.links.mailto,
-            ):
-                lines.append(f"{name}: {value}")
+        if token is not None:
+            lines.extend(line.replace(_SLOT, token) for line in self._unsubscribe_lines)
         top = ("\r\n".join(lines) + "\r\n").encode("utf-8")
         if rendered.html is None:
             return top + self._head + body_part(text, "plain")

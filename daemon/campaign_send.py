@@ -136,6 +136,10 @@ class CampaignSender:
         self._window = threading.Lock()
         self._pending_lock = threading.Lock()
         self._pending: list[Result] = []
+        self._early: list[Result] = []
+        # results whose rows a mark settled but whose side effects (throttle, suppression)
+        # the next exchange applies
+        self._effects: list[Result] = []
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -164,9 +168,11 @@ class CampaignSender:
             thread.join(timeout)
         self._threads.clear()
         try:
-            self.ledger.exchange(self._take(), 0, 0, self.rules().marketing.throttle)
+            results = self._take() + self._take_early()
+            self.ledger.exchange(results, 0, 0, self.rules().marketing.throttle)
         except StorageError as exc:
             log.error("campaign sends: cannot record the last results: %s", exc)
+        self.ledger.close()
 
     def wake(self) -> None:
         """A run started or was resumed."""
@@ -190,20 +196,48 @@ class CampaignSender:
         except MailcareError as exc:
             log.error("campaign housekeeping: %s", exc)
 
+    def _finish(self) -> None:
+        try:
+            self.ledger.finish_runs()
+        except MailcareError as exc:
+            log.error("campaign runs: %s", exc)
+
     # -- the connection threads ----------------------------------------------------------
 
     def _take(self) -> list[Result]:
+        """Results of rows that reached `sending` (the next mark settles them)."""
         with self._pending_lock:
             taken, self._pending = self._pending, []
+        return taken
+
+    def _take_early(self) -> list[Result]:
+        """Results of rows never marked `sending`, and side effects of settled ones."""
+        with self._pending_lock:
+            taken = self._effects + self._early
+            self._effects, self._early = [], []
         return taken
 
     def _put_back(self, results: list[Result]) -> None:
         with self._pending_lock:
             self._pending[:0] = results
 
-    def _add(self, result: Result) -> None:
+    def _add(self, result: Result, marked: bool) -> None:
         with self._pending_lock:
-            self._pending.append(result)
+            (self._pending if marked else self._early).append(result)
+
+    def _flush(self) -> bool:
+        """Settle the results marks have not yet taken (when no mark is coming soon)."""
+        with self._window:
+            results = self._take()
+            if not results:
+                return False
+            try:
+                self.ledger.exchange(results, 0, 0, self.rules().marketing.throttle)
+            except StorageError as exc:
+                self._put_back(results)
+                log.error("campaign sends: %s", exc)
+                return False
+        return True
 
     def _run(self) -> None:
         session = self.session_factory(self.relay)
@@ -216,18 +250,22 @@ class CampaignSender:
                     continue
                 marketing = self.rules().marketing
                 self._wake.clear()
-                with self._window:
-                    results = self._take()
-                    try:
-                        batch, wait = self.ledger.exchange(
-                            results, marketing.batch, marketing.lease, marketing.throttle
-                        )
-                    except StorageError as exc:
-                        self._put_back(results)
-                        log.error("campaign sends: %s", exc)
-                        self._stop.wait(1.0)
-                        continue
+                # results of marked rows stay for the next mark: settling them here would
+                # open a moment with two `sending` rows (see the module docstring)
+                results = self._take_early()
+                try:
+                    batch, wait = self.ledger.exchange(
+                        results, marketing.batch, marketing.lease, marketing.throttle
+                    )
+                except StorageError as exc:
+                    with self._pending_lock:
+                        self._early[:0] = results
+                    log.error("campaign sends: %s", exc)
+                    self._stop.wait(1.0)
+                    continue
                 if not batch:
+                    if self._flush() or results:
+                        self._finish()  # the last results of a run may just have landed
                     if wait <= 0:
                         session.close()
                     self._wake.wait(min(wait, 1.0) if wait > 0 else 1.0)
@@ -240,7 +278,7 @@ class CampaignSender:
         for index, row in enumerate(batch):
             if self._stop.is_set() or self._relay_wait() > 0:
                 for rest in batch[index:]:
-                    self._add(Result(rest.id, rest.address, "released"))
+                    self._add(Result(rest.id, rest.address, "released"), False)
                 return
             try:
                 prepared = self.composers.get(row.run_id)
@@ -248,35 +286,39 @@ class CampaignSender:
             except (TemplateError, MailcareError) as exc:
                 self._stop_run(row.run_id, exc)
                 for rest in batch[index:]:
-                    self._add(Result(rest.id, rest.address, "released"))
+                    self._add(Result(rest.id, rest.address, "released"), False)
                 return
             self._deliver(session, row, prepared, raw)
 
     def _deliver(self, session: SmtpSession, row: Claimed, prepared: Prepared, raw: bytes) -> None:
-        held = False
-        throttle = self.rules().marketing.throttle
+        held = marked = False
 
         def final_check() -> bool:
-            nonlocal held
+            nonlocal held, marked
             self._window.acquire()
             held = True
             results = self._take()
             try:
-                return self.ledger.mark(row.id, results, throttle)
+                marked = self.ledger.mark(row.id, results)
             except StorageError as exc:
                 self._put_back(results)
                 log.error("%s: not sent, the database is unavailable: %s", row.message_id, exc)
                 return False
+            effects = [r for r in results if r.deferred or r.hard]
+            if effects:
+                with self._pending_lock:
+                    self._effects.extend(effects)
+            return marked
 
         try:
             try:
                 outcome = session.send(prepared.mail_from, [row.address], raw, final_check)
             except RelayUnavailable as exc:
                 self._relay_failed(str(exc))
-                self._add(Result(row.id, row.address, "released", str(exc)))
+                self._add(Result(row.id, row.address, "released", str(exc)), marked)
                 return
             self._relay_ok()
-            self._add(self._result(row, prepared.definition, outcome))
+            self._add(self._result(row, prepared.definition, outcome), marked)
         finally:
             if held:
                 self._window.release()

@@ -332,14 +332,30 @@ class CampaignBook:
         )
 
     def pause(self, name: str) -> int:
-        """Stop sending: running runs pause, and no new occurrence starts; returns runs paused."""
+        """Stop sending: running runs pause, and no new occurrence starts; returns runs paused.
+
+        Claimed rows go back to the queue, so a sender holding them withdraws each one
+        before its final "." (only a message already past that point still goes out).
+        """
         campaign_id, _, state = self.definition(name)
         with self.db.transaction() as conn:
+            runs = self._active_runs(conn, campaign_id)
             changed = conn.execute(
                 update(RUNS)
                 .where(RUNS.c.campaign_id == campaign_id, RUNS.c.status == "running")
                 .values(status="paused")
             ).rowcount
+            if runs:
+                conn.execute(
+                    update(SENDS)
+                    .where(SENDS.c.run_id.in_(runs), SENDS.c.state == "claimed")
+                    .values(
+                        state="queued",
+                        claimed_by=None,
+                        lease_until=None,
+                        attempts=SENDS.c.attempts - 1,
+                    )
+                )
             if state == "scheduled":
                 conn.execute(
                     update(CAMPAIGNS).where(CAMPAIGNS.c.id == campaign_id).values(state="paused")

@@ -108,6 +108,23 @@ class Database:
             except SQLAlchemyError as exc:
                 raise StorageError(f"database error: {_short(exc)}") from exc
 
+    def writer_lock(self) -> Any:
+        """The lock this process's SQLite writers queue on (a no-op on PostgreSQL).
+
+        For code that writes through its own DBAPI connection (see raw_connection).
+        """
+        return self._writer or nullcontext()
+
+    def raw_connection(self) -> Any:
+        """A DBAPI connection of the pool, for a hot path that keeps it (close() returns it).
+
+        On SQLite it runs in autocommit mode: the caller writes BEGIN IMMEDIATE and COMMIT.
+        """
+        try:
+            return self.engine.raw_connection()
+        except SQLAlchemyError as exc:
+            raise StorageError(f"database error: {_short(exc)}") from exc
+
     @contextmanager
     def reading(self) -> Iterator[Connection]:
         """A read-only connection (no write lock taken on SQLite)."""

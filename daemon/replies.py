@@ -271,6 +271,8 @@ class Replier:
             return Decision(None, None, f"automated mail ({verdict.kind}): {verdict.reason}")
         if item.facts.get("survey_answer") is not None:
             return Decision(None, None, "a satisfaction survey answer")
+        if item.facts.get("no_reply"):  # e.g. an unsubscribe request, already carried out
+            return Decision(None, None, str(item.facts["no_reply"]))
         rule = matching_rule(rules, item, tier)
         if rule is None:
             if item.facts.get("conversation_new") is False and matching_rule(

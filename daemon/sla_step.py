@@ -63,6 +63,8 @@ class SlaStep:
             verdict: Verdict | None = item.facts.get("verdict")
             if verdict is not None and verdict.automated:
                 continue  # machines and our own mail never move a clock
+            if item.facts.get("no_reply"):
+                continue  # handled without anyone answering (an unsubscribe request)
             if item.facts.get("conversation_id") is None:
                 continue
             customers.append(item)

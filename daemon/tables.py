@@ -500,7 +500,8 @@ class CampaignSend(Base):
     # queued, claimed, sending, sent, failed, uncertain, cancelled, skipped
     state: Mapped[str] = mapped_column(String(16))
     due_at: Mapped[datetime] = mapped_column(Instant())
-    message_id: Mapped[str] = mapped_column(String(998))
+    # indexed: a complaint or bounce names the Message-ID of the mail it is about
+    message_id: Mapped[str] = mapped_column(String(998), index=True)
     claimed_by: Mapped[str | None] = mapped_column(String(200))
     lease_until: Mapped[datetime | None] = mapped_column(Instant())
     attempts: Mapped[int] = mapped_column(Integer, default=0)

@@ -113,6 +113,7 @@ def upgrade() -> None:
     with op.batch_alter_table('campaign_sends', schema=None) as batch_op:
         batch_op.create_index('ix_campaign_sends_run_state', ['run_id', 'state'], unique=False)
         batch_op.create_index('ix_campaign_sends_state_due', ['state', 'due_at'], unique=False)
+        batch_op.create_index(batch_op.f('ix_campaign_sends_message_id'), ['message_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_campaign_sends_subscriber_id'), ['subscriber_id'], unique=False)
 
     op.create_table('list_members',
@@ -158,6 +159,7 @@ def downgrade() -> None:
     with op.batch_alter_table('campaign_sends', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_campaign_sends_subscriber_id'))
         batch_op.drop_index('ix_campaign_sends_state_due')
+        batch_op.drop_index(batch_op.f('ix_campaign_sends_message_id'))
         batch_op.drop_index('ix_campaign_sends_run_state')
 
     op.drop_table('campaign_sends')
