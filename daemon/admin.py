@@ -191,6 +191,7 @@ def rules_problems(rules: Rules, settings: Settings) -> list[str]:
         if rule.calendar is not None and rule.calendar not in rules.calendars:
             problems.append(f"{where}.calendar: unknown calendar {rule.calendar!r}")
     problems.extend(_sla_problems(rules, store))
+    problems.extend(_marketing_problems(rules, settings, store))
     from .calendar import BusinessCalendar
 
     for name, config in rules.calendars.items():
@@ -198,6 +199,40 @@ def rules_problems(rules: Rules, settings: Settings) -> list[str]:
             BusinessCalendar.from_config(config)
         except MailcareError as exc:
             problems.append(f"calendars.{name}: {exc}")
+    return problems
+
+
+def _marketing_problems(rules: Rules, settings: Settings, store: Any) -> list[str]:
+    """What campaigns need and lack: a sender, the confirmation template, a reachable
+    unsubscribe address and a public web endpoint for the links."""
+    marketing = rules.marketing
+    if not marketing.lists:
+        return []
+    problems: list[str] = []
+    if marketing.sender is None:
+        problems.append("marketing.from: no sender; every campaign must then name its own")
+    double = sorted(name for name, item in marketing.lists.items() if item.double_opt_in)
+    if double and not store.exists("campaigns", marketing.confirmation.template):
+        problems.append(
+            f"marketing.confirmation.template: no templates/campaigns/"
+            f"{marketing.confirmation.template}/ with a default.txt"
+        )
+    public = settings.http.public_url if settings.http.enabled else None
+    address = marketing.unsubscribe_address
+    if public is None and address is None:
+        problems.append(
+            "marketing.unsubscribe_address: campaign mail would have no way to unsubscribe "
+            "(set it, or http.public_url in mailcare.yaml for one-click links)"
+        )
+    if address is not None and (settings.mailboxes or settings.intake.enabled):
+        from .app import own_addresses
+
+        addresses, domains = own_addresses(settings, rules)
+        if address.lower() not in addresses and address.rpartition("@")[2].lower() not in domains:
+            problems.append(
+                f"marketing.unsubscribe_address: {address} is not a mailbox `address` or a "
+                "listener recipient, so mail to it never reaches the intake"
+            )
     return problems
 
 

@@ -246,9 +246,6 @@ def cmd_send(args: argparse.Namespace) -> int:
     settings = ctx.settings
     if not settings.relay.enabled:
         raise ConfigError("relay: no relay is enabled (relay.enabled)")
-    _campaign_id, definition, _state = ctx.book.definition(args.campaign)
-    now_schedule = definition.schedule.model_copy(update={"at": None, "repeat": None})
-    ctx.book.save(definition.model_copy(update={"schedule": now_schedule}), schedule=True)
     clock = SystemClock()
     identity = build_identity(settings, ctx.rules_file.current, ctx.db)
     sender: CampaignSender = build_campaign_sender(
@@ -261,11 +258,7 @@ def cmd_send(args: argparse.Namespace) -> int:
         identity,
         instance_key(ctx.db, "message-id"),
     )
-    started = sender.book.start_due()
-    if not started:
-        print(f"{args.campaign}: nothing started", file=sys.stderr)
-        ctx.db.dispose()
-        return 1
+    sender.book.start_now(args.campaign)
     sender.start()
     run = _latest(ctx, args.campaign)
     bar = _progress_bar(run["recipients"] if run else 0, args.no_progress)
@@ -401,7 +394,9 @@ def register(sub: Any) -> None:
             parser.add_argument("--to", required=True)
             parser.set_defaults(func=cmd_test_send)
 
-    send = c_sub.add_parser("send", help="start a saved campaign now and send it from here")
+    send = c_sub.add_parser(
+        "send", help="send a saved campaign now, from here (its schedule stays as it is)"
+    )
     send.add_argument("campaign")
     send.add_argument("--no-progress", action="store_true")
     send.set_defaults(func=cmd_send)

@@ -175,7 +175,6 @@ class CampaignBook:
         return started
 
     def _start(self, campaign_id: int) -> Started | None:
-        rules = self.rules()
         with self.db.transaction() as conn:
             query = select(CAMPAIGNS).where(CAMPAIGNS.c.id == campaign_id)
             if self.db.is_postgresql:
@@ -207,33 +206,9 @@ class CampaignBook:
                     f"not started: {late / 3600:.1f} h late (late_start is "
                     f"{schedule.late_start / 3600:.1f} h)"
                 )
-            run_id = conn.execute(
-                insert_ignoring(conn, RUNS, ["campaign_id", "occurrence"]).returning(RUNS.c.id),
-                [
-                    {
-                        "campaign_id": campaign_id,
-                        "occurrence": row.next_occurrence,
-                        "status": status,
-                        "scheduled_for": occurrence,
-                        "started_at": now,
-                        "finished_at": now if status == "skipped" else None,
-                        "recipients": 0,
-                        "excluded": 0,
-                        "detail": detail,
-                    }
-                ],
-            ).scalar()
-            recipients = excluded = 0
-            if run_id is not None and status == "running":
-                check_definition(definition, rules)
-                recipients, excluded = self._freeze(
-                    conn, int(run_id), definition, rules, now, occurrence
-                )
-                conn.execute(
-                    update(RUNS)
-                    .where(RUNS.c.id == run_id)
-                    .values(recipients=recipients, excluded=excluded)
-                )
+            run_id, recipients, excluded = self._open_run(
+                conn, campaign_id, definition, occurrence, now, status, detail
+            )
             following = schedule.after(occurrence)
             while (
                 following is not None
@@ -262,6 +237,65 @@ class CampaignBook:
                 excluded,
             )
         return Started(row.name, int(run_id), status, recipients, excluded)
+
+    def _open_run(
+        self,
+        conn: Connection,
+        campaign_id: int,
+        definition: CampaignDefinition,
+        occurrence: datetime,
+        now: datetime,
+        status: str,
+        detail: str | None,
+    ) -> tuple[int | None, int, int]:
+        """The run row of one occurrence and, when it runs, its frozen audience.
+
+        Returns (run id or None when the occurrence has a run already, recipients,
+        suppressed).
+        """
+        run_id = conn.execute(
+            insert_ignoring(conn, RUNS, ["campaign_id", "occurrence"]).returning(RUNS.c.id),
+            [
+                {
+                    "campaign_id": campaign_id,
+                    "occurrence": occurrence_key(occurrence),
+                    "status": status,
+                    "scheduled_for": occurrence,
+                    "started_at": now,
+                    "finished_at": now if status == "skipped" else None,
+                    "recipients": 0,
+                    "excluded": 0,
+                    "detail": detail,
+                }
+            ],
+        ).scalar()
+        if run_id is None or status != "running":
+            return run_id, 0, 0
+        rules = self.rules()
+        check_definition(definition, rules)
+        recipients, excluded = self._freeze(conn, int(run_id), definition, rules, now, occurrence)
+        conn.execute(
+            update(RUNS).where(RUNS.c.id == run_id).values(recipients=recipients, excluded=excluded)
+        )
+        return int(run_id), recipients, excluded
+
+    def start_now(self, name: str) -> Started:
+        """Start an extra occurrence of a campaign now; its schedule stays as it is."""
+        campaign_id, definition, state = self.definition(name)
+        if state == "cancelled":
+            raise CampaignError(f"campaign {name} was cancelled")
+        now = self.clock.now()
+        occurrence = definition.schedule.local(now).replace(second=0, microsecond=0)
+        with self.db.transaction() as conn:
+            run_id, recipients, excluded = self._open_run(
+                conn, campaign_id, definition, occurrence, now, "running", None
+            )
+        if run_id is None:
+            raise CampaignError(
+                f"campaign {name} already has a run for {occurrence_key(occurrence)}"
+            )
+        log.info("campaign %s run %d started by hand: %d recipients", name, run_id, recipients)
+        return Started(name, run_id, "running", recipients, excluded)
 
     def _freeze(
         self,

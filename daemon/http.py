@@ -20,7 +20,7 @@ import uvicorn
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import func, select, text
+from sqlalchemy import Table, func, select, text
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
@@ -33,9 +33,14 @@ from .outbox import OUTBOX
 from .rules import Rules
 from .settings import Http
 from .status import collect
+from .suppressions import SUPPRESSIONS
 from .survey import LABELS, Rating, find_rating, record_rating
+from .tables import CampaignRun, CampaignSend
 
 log = logging.getLogger(__name__)
+
+RUNS: Table = CampaignRun.__table__  # type: ignore[assignment]
+SENDS: Table = CampaignSend.__table__  # type: ignore[assignment]
 
 _PAGE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
@@ -116,6 +121,44 @@ class DatabaseCollector(Collector):
         for state, count in status.sla.items():
             clocks.add_metric([state], count)
         yield clocks
+        yield from self._marketing()
+
+    def _marketing(self) -> Iterator[Metric]:
+        with self.db.reading() as conn:
+            sends = conn.execute(select(SENDS.c.state, func.count()).group_by(SENDS.c.state)).all()
+            runs = conn.execute(select(RUNS.c.status, func.count()).group_by(RUNS.c.status)).all()
+            scopes = conn.execute(
+                select(SUPPRESSIONS.c.scope, SUPPRESSIONS.c.reason, func.count()).group_by(
+                    SUPPRESSIONS.c.scope, SUPPRESSIONS.c.reason
+                )
+            ).all()
+        sent = CounterMetricFamily(
+            "mailcare_campaign_mail_sent", "Campaign mail accepted by the relay", labels=[]
+        )
+        sent.add_metric([], sum(count for state, count in sends if state == "sent"))
+        yield sent
+        recipients = GaugeMetricFamily(
+            "mailcare_campaign_recipients",
+            "Campaign recipients of every run, by state",
+            labels=["state"],
+        )
+        for state, count in sends:
+            recipients.add_metric([state], count)
+        yield recipients
+        by_status = GaugeMetricFamily(
+            "mailcare_campaign_runs", "Campaign runs by status", labels=["status"]
+        )
+        for status, count in runs:
+            by_status.add_metric([status], count)
+        yield by_status
+        suppressed = GaugeMetricFamily(
+            "mailcare_suppressed_addresses",
+            "Suppressed addresses by scope (all, marketing, list) and reason",
+            labels=["scope", "reason"],
+        )
+        for scope, reason, count in scopes:
+            suppressed.add_metric(["list" if scope.startswith("list:") else scope, reason], count)
+        yield suppressed
 
 
 def build_http_app(

@@ -6,13 +6,17 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy import ColumnElement, Table, and_, func, or_, select
 
 from .database import Database
 from .inbox import FOLDERS, MESSAGES
 from .interfaces import Clock
 from .outbox import OUTBOX
 from .sla import CLOCKS
+from .tables import CampaignRun, CampaignSend
+
+RUNS: Table = CampaignRun.__table__  # type: ignore[assignment]
+SENDS: Table = CampaignSend.__table__  # type: ignore[assignment]
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,8 @@ class Status:
     queue: dict[str, int]
     outbox: dict[str, int] = field(default_factory=dict)
     sla: dict[str, int] = field(default_factory=dict)
+    # recipients of campaign runs still under way (running or paused), by state
+    campaigns: dict[str, int] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         def plain(value: Any) -> Any:
@@ -52,6 +58,7 @@ class Status:
             "queue": self.queue,
             "outbox": self.outbox,
             "sla": self.sla,
+            "campaigns": self.campaigns,
         }
 
 
@@ -76,6 +83,14 @@ def collect(db: Database, clock: Clock) -> Status:
         overdue = conn.execute(
             select(func.count()).select_from(CLOCKS).where(_overdue(now))
         ).scalar()
+        active = select(RUNS.c.id).where(RUNS.c.status.in_(["running", "paused"]))
+        sending: dict[str, int] = dict(
+            conn.execute(
+                select(SENDS.c.state, func.count())
+                .where(SENDS.c.run_id.in_(active.scalar_subquery()))
+                .group_by(SENDS.c.state)
+            ).all()
+        )
     folders = [
         FolderStatus(
             mailbox=r.mailbox,
@@ -106,7 +121,11 @@ def collect(db: Database, clock: Clock) -> Status:
         "paused": int(clocks.get("paused", 0)),
         "overdue": int(overdue or 0),
     }
-    return Status(folders, queue, outbox, sla)
+    campaigns = {
+        state: int(sending.get(state, 0))
+        for state in ("queued", "claimed", "sending", "sent", "failed", "uncertain")
+    }
+    return Status(folders, queue, outbox, sla, campaigns)
 
 
 def _overdue(now: datetime) -> ColumnElement[bool]:
@@ -174,5 +193,12 @@ def render(status: Status) -> str:
         lines.append(
             f"sla: {c['open']} open, {c['paused']} paused, {c['overdue']} overdue"
             + ("  (see: mailcare sla report)" if c["overdue"] else "")
+        )
+    m = status.campaigns
+    if any(m.values()):
+        lines.append(
+            f"campaigns under way: {m['queued'] + m['claimed']} to send, {m['sending']} sending, "
+            f"{m['sent']} sent, {m['failed']} failed, {m['uncertain']} uncertain"
+            "  (see: mailcare campaign status)"
         )
     return "\n".join(lines)

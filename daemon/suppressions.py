@@ -53,7 +53,9 @@ def suppress(
     if not rows:
         return 0
     ordered = [rows[key] for key in sorted(rows)]
-    statement = insert_ignoring(conn, SUPPRESSIONS, ["address", "scope"]).returning(SUPPRESSIONS.c.address)
+    statement = insert_ignoring(conn, SUPPRESSIONS, ["address", "scope"]).returning(
+        SUPPRESSIONS.c.address
+    )
     return len(conn.execute(statement, ordered).all())
 
 

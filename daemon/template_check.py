@@ -38,7 +38,31 @@ def sample_context(language: str | None = "en") -> dict[str, object]:
     """Return realistic template variables for previews and `check` (Chinese for `zh`)."""
     values = _reply_sample(language)
     values.update(_notice_sample(language))
+    values.update(_campaign_sample(language))
     return values
+
+
+def _campaign_sample(language: str | None) -> dict[str, object]:
+    """The variables of campaign mail and of the subscription confirmation."""
+    chinese = language == "zh"
+    return {
+        "subscriber": {
+            "address": "wang.fang@example.cn" if chinese else "anna@example.com",
+            "name": "王芳" if chinese else "Anna Schmidt",
+            "language": language or "en",
+            "tier": "vip",
+            "lifecycle": "active",
+            "tags": ["newsletter"],
+            "attributes": {"city": "上海" if chinese else "Berlin"},
+        },
+        "campaign": {"name": "december", "kind": "newsletter"},
+        "list": {"name": "news", "title": "示例新闻" if chinese else "Example News"},
+        "list_title": "示例新闻" if chinese else "Example News",
+        "unsubscribe_url": "https://example.com/mc/unsubscribe/mcu-sample",
+        "unsubscribe_address": "unsubscribe@example.com",
+        "confirm_url": "https://example.com/mc/confirm/mco-sample",
+        "valid_days": 7,
+    }
 
 
 def _notice_sample(language: str | None) -> dict[str, object]:
@@ -183,6 +207,13 @@ def _check_variant(
     path = f"{family}/{name}/{variant}.txt"
     language = next((p for p in variant.split(".") if _LANGUAGE_PART.match(p)), None)
     contexts = _contexts(sample, language)
+    if family == "campaigns":
+        # a campaign's own `variables` (a coupon, a landing page) are unknown here
+        try:
+            wanted = store.variables(family, name, variant)
+        except TemplateError as exc:
+            return [Finding(path, "error", str(exc))]
+        contexts = [{**{v: f"[{v}]" for v in wanted}, **c} for c in contexts]
     rendered = []
     for context in contexts:
         try:
