@@ -113,7 +113,7 @@ def main() -> int:
     sys.setswitchinterval(float(os.environ.get("SWITCH", "0.005")))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipients", type=int, default=20_000)
-    parser.add_argument("--connections", type=int, default=4)
+    parser.add_argument("--connections", type=int, default=2)
     parser.add_argument("--batch", type=int, default=50)
     parser.add_argument("--database-url", help="default: a new SQLite file")
     args = parser.parse_args()
