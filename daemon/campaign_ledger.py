@@ -96,6 +96,7 @@ class SendLedger:
             .order_by(SENDS.c.due_at, SENDS.c.id)
             .limit(bindparam("c_limit"))
         )
+        self._probe = due
         if db.is_postgresql:
             due = due.with_for_update(skip_locked=True, of=SENDS)
         self._due = due
@@ -160,6 +161,12 @@ class SendLedger:
         """Settle results and claim up to limit rows in one transaction; (rows, wait)."""
         if not results and limit <= 0:
             return [], 0.0
+        if not results:
+            # an idle sender looks without taking SQLite's write lock or a token
+            with self.db.reading() as conn:
+                probe = {"c_now": self.clock.now(), "c_limit": 1}
+                if conn.execute(self._probe, probe).first() is None:
+                    return [], 0.0
         with self.db.transaction(durable=False) as conn:
             self._settle(conn, results, throttle)
             if limit <= 0:

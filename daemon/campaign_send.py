@@ -2,11 +2,11 @@
 
 Exactly once, as far as SMTP allows: a row is claimed (nothing sent yet), its message is
 built and handed over up to the final "." of DATA, then one durable transaction marks it
-`sending` and settles the results seen so far, and only then does the "." go out. The
-mark, the "." and the reply happen under one lock per process, so at any moment at most
-one row of this process is `sending` without a known result: a crash leaves at most one
-`uncertain` recipient, however many connections are open. Everything else a crash leaves
-is `claimed` and goes back to the queue.
+`sending` and records the result of the row marked before it, and only then does the "."
+go out. The mark, the "." and the reply happen under one lock per process, so at any
+moment at most one row of this process is `sending` without a known result: a crash
+leaves at most one `uncertain` recipient, however many connections are open. Everything
+else a crash leaves is `claimed` and goes back to the queue.
 """
 
 from __future__ import annotations
