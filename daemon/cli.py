@@ -14,12 +14,12 @@ from types import FrameType
 
 from .admin import register as register_admin
 from .audience_cli import register as register_audience
+from .campaign_cli import register as register_campaign
 from .clock import SystemClock
 from .corrections import register as register_corrections
 from .database import Database
 from .errors import MailcareError
 from .settings import Settings, load_settings
-from .campaign_cli import register as register_campaign
 from .sla_cli import register as register_sla
 from .workers import configure_logging
 

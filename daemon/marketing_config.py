@@ -13,13 +13,18 @@ LIFECYCLES = ("potential", "new", "active", "lapsed")
 
 
 class Audience(Protocol):
-    """What a segment selects on (an audience row)."""
+    """What a segment selects on (an audience row; read-only, so frozen dataclasses fit)."""
 
-    tier: str | None
-    lifecycle: str | None
-    language: str | None
-    tags: frozenset[str]
-    last_contact_at: datetime | None
+    @property
+    def tier(self) -> str | None: ...
+    @property
+    def lifecycle(self) -> str | None: ...
+    @property
+    def language(self) -> str | None: ...
+    @property
+    def tags(self) -> frozenset[str]: ...
+    @property
+    def last_contact_at(self) -> datetime | None: ...
 
 
 class MailingList(Strict):

@@ -13,8 +13,8 @@ from pydantic import ConfigDict, Field, model_validator
 from .calendar_config import CalendarConfig
 from .configfile import load_yaml, validate
 from .errors import ConfigError
-from .rule_types import ADDRESS, Duration, Keyword, Name, Strict
 from .marketing_config import Marketing
+from .rule_types import ADDRESS, Duration, Keyword, Name, Strict
 from .sla_config import Sla
 
 log = logging.getLogger(__name__)
