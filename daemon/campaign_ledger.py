@@ -2,9 +2,9 @@
 
 States: queued -> claimed -> sending -> sent | failed | uncertain, or back to queued (a 4xx
 deferral, a withdrawn or unreachable send). `claimed` means nothing was handed over yet: a
-dead claimer's rows simply go back to the queue. `sending` is written, durably, right
-before the final "." of DATA: a dead sender's `sending` row may or may not have been
-delivered and becomes `uncertain` (not sent again unless the campaign allows it).
+dead claimer's rows simply go back to the queue. `sending` is written, durably, after the
+relay's 354 and before the message text: a dead sender's `sending` row may or may not
+have been delivered and becomes `uncertain` (not sent again unless the campaign allows it).
 """
 
 from __future__ import annotations
@@ -418,6 +418,9 @@ class Marker:
         connection = self.db.raw_connection()
         if self.db.is_sqlite:
             connection.execute("PRAGMA synchronous=FULL")  # the mark must survive a power cut
+            # checkpoints (copying the log into the database) happen in the other
+            # connections' commits, outside the send window
+            connection.execute("PRAGMA wal_autocheckpoint=0")
         self._connection = connection
         return connection
 
@@ -427,6 +430,8 @@ class Marker:
         if connection is None:
             return
         try:
+            if self.db.is_sqlite:
+                connection.execute("PRAGMA wal_autocheckpoint=1000")  # the pool's default
             connection.close()  # back to the pool, which rolls back what is left open
         except Exception as exc:  # closing a broken connection may fail too
             log.debug("closing the mark connection: %s", exc)

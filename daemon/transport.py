@@ -22,7 +22,7 @@ from .settings import Relay
 log = logging.getLogger(__name__)
 
 Outcome = Literal["sent", "retry", "failed", "uncertain", "withdrawn"]
-# called after the message body and before its final ".": False withdraws the message
+# called after the relay's 354 and before the text and the final ".": False withdraws it
 FinalCheck = Callable[[], bool]
 _LEADING_DOT = re.compile(rb"(?m)^\.")
 # an addr-spec smtplib would only re-parse (0.05 ms a message) to put it between < and >
@@ -138,8 +138,9 @@ class SmtpSession:
     ) -> SendResult:
         """Hand one message to the relay; raise RelayUnavailable if it cannot be reached.
 
-        final_check runs when only the final "." is left to send, so a caller can record
-        durably that the message is about to be handed over (or withdraw it: `withdrawn`).
+        final_check runs after the relay's 354, right before the message text and its
+        final "." go out, so a caller can record durably that the message is about to be
+        handed over (or withdraw it: `withdrawn`).
         """
         if self._smtp is not None and self._sent_here >= self.relay.messages_per_connection:
             self.close()
@@ -200,16 +201,13 @@ class SmtpSession:
         payload = _LEADING_DOT.sub(b"..", raw)
         if not payload.endswith(b"\r\n"):
             payload += b"\r\n"
+        if final_check is not None and not final_check():
+            # the relay waits for the message text; closing the connection now leaves it
+            # nothing to deliver
+            self.close()
+            return SendResult("withdrawn", "withdrawn before the message text was sent")
         try:
-            if final_check is None:
-                smtp.send(payload + b".\r\n")
-            else:
-                smtp.send(payload)
-                if not final_check():
-                    # without the final "." the relay discards what it has received
-                    self.close()
-                    return SendResult("withdrawn", "withdrawn before the end of DATA")
-                smtp.send(b".\r\n")
+            smtp.send(payload + b".\r\n")
         except (OSError, smtplib.SMTPServerDisconnected) as exc:
             # sendall failed, so its last bytes (the final ".") never left: not delivered
             self.close()
