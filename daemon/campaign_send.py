@@ -1,12 +1,12 @@
 """The campaign sender: threads with pooled SMTP connections drain the send ledger.
 
 Exactly once, as far as SMTP allows: a row is claimed (nothing sent yet), its message is
-built and the relay is asked for it up to DATA's 354, then one durable transaction marks it
-`sending` and records the result of the row marked before it, and only then do the text
-and its final "." go out. The mark, the "." and the reply happen under one lock per process, so at any
-moment at most one row of this process is `sending` without a known result: a crash
-leaves at most one `uncertain` recipient, however many connections are open. Everything
-else a crash leaves is `claimed` and goes back to the queue.
+built and the relay is asked for it up to DATA's 354, then one durable transaction marks
+it `sending` and records the result of the row marked before it, and only then do the
+text and its final "." go out. The mark, the text and the reply happen under one lock per
+process, so at any moment at most one row of this process is `sending` without a known
+result: a crash leaves at most one `uncertain` recipient, however many connections are
+open. Everything else a crash leaves is `claimed` and goes back to the queue.
 """
 
 from __future__ import annotations
