@@ -12,14 +12,16 @@ from pathlib import Path
 from imapclient import IMAPClient
 from sqlalchemy import func, select
 
-from .app import build_app
+from .app import build_app, free_port
 from .database import Database
+from .demo_campaign import MARKETING_RULES, UNSUBSCRIBE, campaign_demo
 from .demo_mail import SALES, SUPPORT, Sample, samples
 from .demo_sla import AGENT, SLA_RULES, sla_demo
 from .embedded import EmbeddedImapServer
 from .inbox import MESSAGES
 from .outbox import OUTBOX
 from .settings import (
+    Http,
     Intake,
     Mailbox,
     Paths,
@@ -37,7 +39,8 @@ PASSWORD_ENV = "MAILCARE_DEMO_PASSWORD"
 AGENT_ENV = "MAILCARE_DEMO_AGENT_PASSWORD"
 ROOT = Path(__file__).resolve().parent.parent
 
-DEMO_RULES = f"""\
+DEMO_RULES = (
+    f"""\
 version: 1
 identity:
   company: {{name: Acme Customer Service, signature: "Acme Ltd · https://acme.example/help"}}
@@ -53,7 +56,10 @@ auto_replies:
       from: "Acme Customer Service <{SUPPORT}>"
       calendar: office
       answer_within: {{default: 480}}
-""" + SLA_RULES.format(support=SUPPORT)
+"""
+    + SLA_RULES.format(support=SUPPORT)
+    + MARKETING_RULES
+)
 
 # machine mail the demo adds: none of it may be answered
 MACHINE_MAIL = [
@@ -225,6 +231,7 @@ def run_demo(workdir: Path | None = None, keep: bool = False) -> int:
     os.environ[PASSWORD_ENV] = "demo-password"
     os.environ[AGENT_ENV] = "demo-agent-password"
     imap.add_user("support", os.environ[PASSWORD_ENV])
+    web_port = free_port()
     settings = Settings(
         database_url=f"sqlite:///{base / 'mailcare.sqlite3'}",
         mailboxes=[
@@ -242,7 +249,10 @@ def run_demo(workdir: Path | None = None, keep: bool = False) -> int:
                 poll_interval=0.5,
             )
         ],
-        intake=Intake(enabled=True, protocol="lmtp", port=0, recipients=[SUPPORT, SALES]),
+        intake=Intake(
+            enabled=True, protocol="lmtp", port=0, recipients=[SUPPORT, SALES, UNSUBSCRIBE]
+        ),
+        http=Http(enabled=True, port=web_port, public_url=f"http://127.0.0.1:{web_port}"),
         paths=Paths(
             rules=base / "rules.yaml", templates=ROOT / "templates", models=ROOT / "models"
         ),
@@ -299,6 +309,8 @@ def run_demo(workdir: Path | None = None, keep: bool = False) -> int:
         print(_replies_report(db, sink, sent))
         print()
         print(sla_demo(app, db, sink, os.environ[AGENT_ENV], SUPPORT))
+        print()
+        print(campaign_demo(app, db, sink, app.listener.port))
         print()
         print("mailcare status:")
         print(render(collect(db, app.clock)))  # after the SLA part changed the clocks

@@ -196,6 +196,12 @@ def test_demo_runs_from_a_clean_environment(tmp_path: Path) -> None:
     assert "an agent answered through the submission port; first response recorded" in out
     assert "resolved; satisfaction survey sent to chloe.dubois@northwind.example" in out
     assert "standard    27" in out  # the SLA report's policy row
+    # a newsletter once to each of 4 subscribers; one leaves by one-click POST, one by mail
+    assert "(4 subscribers): 4 messages, 4 recipients, run finished" in out
+    assert "one-click POST: 200" in out
+    assert "suppressed: anna.schmidt@customer.example (list:news, unsubscribe)" in out
+    assert "suppressed: bob.jones@customer.example (list:news, unsubscribe)" in out
+    assert "Auto-replies sent to the relay: 27" in out  # the unsubscribe mail got none
 
 
 def test_classifier_commands_run_through_mailcare(tmp_path: Path) -> None:
