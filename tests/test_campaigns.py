@@ -508,3 +508,33 @@ def test_campaign_files_are_validated_with_their_line(tmp_path: Path) -> None:
 def set_clock(clock: FrozenClock, moment: datetime) -> None:
     """Move the frozen clock to moment."""
     clock.advance(moment - clock.now())
+
+
+def test_status_and_metrics_count_campaign_mail(harness: Harness) -> None:
+    from urllib.request import urlopen
+
+    from daemon.http import HttpServer, build_http_app
+    from daemon.status import collect
+
+    add_subscribers(harness.db, 8)
+    with harness.db.transaction() as conn:
+        suppress(conn, [("person00001@example.org", "complaint", None, None)], START, "marketing")
+    harness.campaign()
+    harness.book.start_due()
+    assert collect(harness.db, harness.clock).campaigns["queued"] == 7
+    harness.send_all()
+    assert collect(harness.db, harness.clock).campaigns["sent"] == 0  # no run under way
+    web = HttpServer(
+        harness.settings.http,
+        build_http_app(harness.db, harness.clock, b"k" * 32, lambda: harness.rules_file.current),
+    )
+    web.start()
+    try:
+        with urlopen(f"http://127.0.0.1:{web.port}/metrics", timeout=10) as answer:
+            body = answer.read().decode()
+    finally:
+        web.stop()
+    assert "mailcare_campaign_mail_sent_total 7.0" in body
+    assert 'mailcare_campaign_recipients{state="sent"} 7.0' in body
+    assert 'mailcare_campaign_runs{status="finished"} 1.0' in body
+    assert 'mailcare_suppressed_addresses{reason="complaint",scope="marketing"} 1.0' in body

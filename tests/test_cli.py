@@ -96,6 +96,14 @@ def test_db_upgrade_then_status(tmp_path: Path) -> None:
         "queue": {"new": 0, "processing": 0, "done": 0, "quarantined": 0},
         "outbox": {"queued": 0, "sending": 0, "sent": 0, "failed": 0, "uncertain": 0},
         "sla": {"open": 0, "paused": 0, "overdue": 0},
+        "campaigns": {
+            "queued": 0,
+            "claimed": 0,
+            "sending": 0,
+            "sent": 0,
+            "failed": 0,
+            "uncertain": 0,
+        },
     }
 
 
