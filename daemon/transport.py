@@ -98,8 +98,8 @@ class SmtpSession:
                     local_hostname=relay.hostname,
                     timeout=relay.timeout,
                 )
-            # the final "." goes out as its own small write: without this, Nagle's algorithm
-            # holds it back until the peer acknowledges the body
+            # a message's last, partial segment would otherwise wait for the relay's
+            # (delayed) acknowledgement of the segment before it (Nagle's algorithm)
             if smtp.sock is not None:
                 smtp.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             smtp.ehlo()
