@@ -348,17 +348,23 @@ def build_campaign_sender(
     templates: TemplateStore,
     identity: Identity,
     mid_key: bytes,
+    only_run: int | None = None,
 ) -> CampaignSender:
-    """The campaign book, the send ledger with its relay's token bucket, and the sender."""
+    """The campaign book, the send ledger with its relay's token bucket, and the sender.
+
+    With only_run, the sender sends that run's mail and starts no scheduled run.
+    """
     relay = settings.relay
     bucket = TokenBucket(db, f"{relay.host}:{relay.effective_port}")
-    ledger = SendLedger(db, clock, owner, bucket)
+    ledger = SendLedger(db, clock, owner, bucket, only_run)
     book = CampaignBook(db, clock, rules_file.fresh, mid_key)
     public_url = settings.http.public_url if settings.http.enabled else None
     composers = Composers(
         db, rules_file.fresh, templates, identity, instance_key(db, "unsubscribe"), public_url
     )
-    return CampaignSender(ledger, book, composers, relay, clock, rules_file.fresh)
+    return CampaignSender(
+        ledger, book, composers, relay, clock, rules_file.fresh, starts_runs=only_run is None
+    )
 
 
 def build_replier(

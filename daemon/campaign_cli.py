@@ -248,6 +248,8 @@ def cmd_send(args: argparse.Namespace) -> int:
         raise ConfigError("relay: no relay is enabled (relay.enabled)")
     clock = SystemClock()
     identity = build_identity(settings, ctx.rules_file.current, ctx.db)
+    started = ctx.book.start_now(args.campaign)
+    # this process sends the new run only; the daemon (if one runs) helps, nothing doubles
     sender: CampaignSender = build_campaign_sender(
         settings,
         ctx.rules_file,
@@ -257,8 +259,8 @@ def cmd_send(args: argparse.Namespace) -> int:
         TemplateStore(settings.paths.templates),
         identity,
         instance_key(ctx.db, "message-id"),
+        only_run=started.run_id,
     )
-    sender.book.start_now(args.campaign)
     sender.start()
     run = _latest(ctx, args.campaign)
     bar = _progress_bar(run["recipients"] if run else 0, args.no_progress)

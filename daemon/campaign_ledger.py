@@ -77,9 +77,19 @@ def _json_definition(text: str) -> CampaignDefinition:
 
 
 class SendLedger:
-    """Claims, marks and settles campaign sends for one process (its `owner`)."""
+    """Claims, marks and settles campaign sends for one process (its `owner`).
 
-    def __init__(self, db: Database, clock: Clock, owner: str, bucket: TokenBucket) -> None:
+    With only_run, it claims the rows of that run alone (`mailcare campaign send`).
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        owner: str,
+        bucket: TokenBucket,
+        only_run: int | None = None,
+    ) -> None:
         self.db = db
         self.clock = clock
         self.owner = owner
@@ -96,6 +106,8 @@ class SendLedger:
             .order_by(SENDS.c.due_at, SENDS.c.id)
             .limit(bindparam("c_limit"))
         )
+        if only_run is not None:
+            due = due.where(SENDS.c.run_id == only_run)
         self._probe = due
         if db.is_postgresql:
             due = due.with_for_update(skip_locked=True, of=SENDS)

@@ -125,8 +125,10 @@ class CampaignSender:
         clock: Clock,
         rules: Callable[[], Rules],
         session_factory: SessionFactory = SmtpSession,
+        starts_runs: bool = True,
     ) -> None:
         self.ledger = ledger
+        self.starts_runs = starts_runs
         self.book = book
         self.composers = composers
         self.relay = relay
@@ -190,7 +192,7 @@ class CampaignSender:
             self.composers.forget()
         try:
             self.ledger.recover()
-            if self.book.start_due():
+            if self.starts_runs and self.book.start_due():
                 self._wake.set()
             self.ledger.finish_runs()
         except MailcareError as exc:

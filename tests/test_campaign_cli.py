@@ -99,6 +99,18 @@ def test_save_preview_test_send_and_send(tmp_path: Path, db_url: str, smtp_sink:
     with db.reading() as conn:
         assert conn.execute(select(RUNS.c.id)).first() is None  # a test send is no run
 
+    # due now, but only a daemon starts scheduled campaigns: `send` sends its own run
+    mailcare(
+        "campaign",
+        "schedule",
+        "--name",
+        "other",
+        "--list",
+        "news",
+        "--template",
+        "newsletter",
+        config=config,
+    )
     sent = mailcare("campaign", "send", "december-news", "--no-progress", config=config)
     assert "december-news: finished" in sent.stdout
     recipients = sorted(r for m in smtp_sink.messages[1:] for r in m.rcpt_tos)
@@ -108,6 +120,8 @@ def test_save_preview_test_send_and_send(tmp_path: Path, db_url: str, smtp_sink:
     )
     table = mailcare("campaign", "status", "december-news", config=config).stdout
     assert "finished; 12 recipients, 0 suppressed; sent 12" in table
+    [other] = json.loads(mailcare("campaign", "status", "other", "--json", config=config).stdout)
+    assert (other["state"], other["runs"]) == ("scheduled", [])
     db.dispose()
 
 
