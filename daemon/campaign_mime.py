@@ -15,7 +15,7 @@ from email.utils import format_datetime
 from typing import Any
 
 from .campaign_config import CampaignDefinition
-from .compose import _encoded, bare_id, body_part, clean, mailbox, split_mailbox
+from .compose import bare_id, body_part, clean, encoded_header, mailbox, split_mailbox
 from .html_text import html_to_text
 from .render import TemplateStore
 from .unsubscribe import list_unsubscribe_headers, make_token, unsubscribe_url
@@ -89,7 +89,7 @@ class CampaignComposer:
         if reply_to is not None:
             head.append(f"Reply-To: {mailbox(*split_mailbox(reply_to))}")
         list_id = f"{definition.list.replace('_', '-').lower()}.{self.domain}"
-        head.append(f"List-Id: {_encoded(clean(list_title, 200), 'List-Id')} <{list_id}>")
+        head.append(f"List-Id: {encoded_header(clean(list_title, 200), 'List-Id')} <{list_id}>")
         head.append("Precedence: bulk")
         head.append(f"{loop[0]}: {loop[1]}")
         head.append(f"X-Mailcare-Campaign: {clean(definition.name, 100)}")
@@ -145,7 +145,7 @@ class CampaignComposer:
             text = html_to_text(rendered.html)
         lines = [
             f"To: {mailbox(person.name, person.address)}",
-            f"Subject: {_encoded(clean(rendered.subject, 900), 'Subject')}",
+            f"Subject: {encoded_header(clean(rendered.subject, 900), 'Subject')}",
             f"Date: {format_datetime(date)}",
             f"Message-ID: <{bare_id(message_id)}>",
         ]

@@ -42,7 +42,8 @@ def valid_address(address: str) -> bool:
     return bool(_ADDR_SPEC.match(address)) and len(address) <= 320
 
 
-def _encoded(value: str, name: str) -> str:
+def encoded_header(value: str, name: str) -> str:
+    """A header value as is when ASCII, else RFC 2047-encoded UTF-8 (folded with CRLF)."""
     if value.isascii():
         return value
     return Header(value, "utf-8", header_name=name).encode(linesep="\r\n")
@@ -106,7 +107,7 @@ class Outgoing:
         lines = [
             f"From: {self.sender}",
             f"To: {', '.join(self.to)}",
-            f"Subject: {_encoded(clean(self.subject, 900), 'Subject')}",
+            f"Subject: {encoded_header(clean(self.subject, 900), 'Subject')}",
             f"Date: {format_datetime(self.date)}",
             f"Message-ID: <{bare_id(self.message_id)}>",
         ]
@@ -116,7 +117,7 @@ class Outgoing:
         if refs:
             lines.append("References: " + "\r\n ".join(f"<{r}>" for r in refs))
         lines.extend(
-            f"{clean(name, 76)}: {_encoded(clean(value), name)}" for name, value in self.extra
+            f"{clean(name, 76)}: {encoded_header(clean(value), name)}" for name, value in self.extra
         )
         lines.append("MIME-Version: 1.0")
         head = "\r\n".join(lines).encode("utf-8") + b"\r\n"
