@@ -47,7 +47,8 @@ def run_runner(settings: Settings, main_pid: int) -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides on Ctrl-C
-    app = build_app(settings, intake=False, sender=False, sweeper=False)  # the main process sends
+    # the main process sends (outbox and campaigns) and sweeps
+    app = build_app(settings, intake=False, sender=False, sweeper=False, campaigns=False)
     app.start()
     while not stop.wait(0.5):
         if not process_alive(main_pid):

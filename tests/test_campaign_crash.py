@@ -48,14 +48,15 @@ marketing:
 
 
 def write_config(tmp_path: Path, db_url: str, sink: SmtpSink) -> Path:
-    """A daemon that only sends campaign mail (no mailboxes, no classifier)."""
+    """A daemon that only sends campaign mail (no mailboxes, no classifier); its runner
+    processes, as by default, must leave the sending to the main process."""
     (tmp_path / "rules.yaml").write_text(RULES, encoding="utf-8")
     templates_in(tmp_path / "templates")
     config = tmp_path / "mailcare.yaml"
     config.write_text(
         f"database_url: {db_url}\n"
         "log_level: WARNING\n"
-        "runner: {processes: 1, steps: [parse, screen, thread, contact]}\n"
+        "runner: {processes: 2, steps: [parse, screen, thread, contact]}\n"
         f"relay: {{enabled: true, host: 127.0.0.1, port: {sink.port}, tls: none}}\n"
         f"paths: {{rules: {tmp_path / 'rules.yaml'}, templates: {tmp_path / 'templates'}}}\n",
         encoding="utf-8",
