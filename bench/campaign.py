@@ -108,9 +108,6 @@ def ceiling(port: int, connections: int, messages: list[tuple[str, bytes]], coun
 
 
 def main() -> int:
-    import os
-
-    sys.setswitchinterval(float(os.environ.get("SWITCH", "0.005")))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipients", type=int, default=20_000)
     parser.add_argument("--connections", type=int, default=2)
