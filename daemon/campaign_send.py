@@ -32,7 +32,7 @@ from .render import TemplateStore
 from .rules import Rules
 from .screening import Identity
 from .settings import Relay
-from .transport import RelayUnavailable, SendResult, SmtpSession
+from .transport import RelayBackoff, RelayUnavailable, SendResult, SmtpSession
 
 log = logging.getLogger(__name__)
 
@@ -145,9 +145,7 @@ class CampaignSender:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._relay_lock = threading.Lock()
-        self._relay_down_until = float("-inf")
-        self._relay_failures = 0
+        self.backoff = RelayBackoff(relay, clock, " for campaign mail")
         self._housekeeping_at = 0.0
         self.sent = 0
 
@@ -246,7 +244,7 @@ class CampaignSender:
         try:
             while not self._stop.is_set():
                 self.housekeeping()
-                pause = self._relay_wait()
+                pause = self.backoff.wait()
                 if pause > 0:
                     self._stop.wait(min(pause, 1.0))
                     continue
@@ -278,7 +276,7 @@ class CampaignSender:
 
     def _send_batch(self, session: SmtpSession, batch: list[Claimed]) -> None:
         for index, row in enumerate(batch):
-            if self._stop.is_set() or self._relay_wait() > 0:
+            if self._stop.is_set() or self.backoff.wait() > 0:
                 for rest in batch[index:]:
                     self._add(Result(rest.id, rest.address, "released"), False)
                 return
@@ -316,10 +314,10 @@ class CampaignSender:
             try:
                 outcome = session.send(prepared.mail_from, [row.address], raw, final_check)
             except RelayUnavailable as exc:
-                self._relay_failed(str(exc))
+                self.backoff.failed(str(exc))
                 self._add(Result(row.id, row.address, "released", str(exc)), marked)
                 return
-            self._relay_ok()
+            self.backoff.ok()
             self._add(self._result(row, prepared.definition, outcome), marked)
         finally:
             if held:
@@ -366,20 +364,3 @@ class CampaignSender:
         except StorageError as exc:
             log.error("campaign run %d: cannot pause: %s", run_id, exc)
         self.composers.forget()
-
-    # -- relay health --------------------------------------------------------------------
-
-    def _relay_wait(self) -> float:
-        with self._relay_lock:
-            return max(0.0, self._relay_down_until - self.clock.monotonic())
-
-    def _relay_failed(self, error: str) -> None:
-        with self._relay_lock:
-            self._relay_failures += 1
-            delay = min(self.relay.reconnect_max, 0.5 * 2 ** min(self._relay_failures, 16))
-            self._relay_down_until = self.clock.monotonic() + delay
-        log.warning("relay unavailable for campaign mail (%s); trying again in %.1fs", error, delay)
-
-    def _relay_ok(self) -> None:
-        with self._relay_lock:
-            self._relay_failures = 0

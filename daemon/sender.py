@@ -11,7 +11,7 @@ from .errors import StorageError
 from .interfaces import Clock
 from .outbox import Outbox, Outcome, Pending
 from .settings import Relay
-from .transport import RelayUnavailable, SendResult, SmtpSession
+from .transport import RelayBackoff, RelayUnavailable, SendResult, SmtpSession
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +35,7 @@ class Sender:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._relay_lock = threading.Lock()
-        self._relay_down_until = clock.monotonic()
-        self._relay_failures = 0
+        self.backoff = RelayBackoff(relay, clock)
         self.sent = 0
 
     def wake(self) -> None:
@@ -63,23 +61,6 @@ class Sender:
             thread.join(timeout)
         self._threads.clear()
 
-    def _relay_wait(self) -> float:
-        with self._relay_lock:
-            return max(0.0, self._relay_down_until - self.clock.monotonic())
-
-    def _relay_failed(self, error: str) -> None:
-        with self._relay_lock:
-            self._relay_failures += 1
-            delay = min(self.relay.reconnect_max, 0.5 * 2 ** min(self._relay_failures, 16))
-            self._relay_down_until = self.clock.monotonic() + delay
-        log.warning("relay unavailable (%s); trying again in %.1fs", error, delay)
-
-    def _relay_ok(self) -> None:
-        with self._relay_lock:
-            if self._relay_failures:
-                log.info("relay reachable again")
-            self._relay_failures = 0
-
     def _run(self) -> None:
         session = self.session_factory(self.relay)
         last_recovery = self.clock.monotonic()
@@ -87,7 +68,7 @@ class Sender:
         unsent: list[int] = []
         try:
             while not self._stop.is_set():
-                pause = self._relay_wait()
+                pause = self.backoff.wait()
                 limit = 0 if pause > 0 else self.relay.batch
                 if self.clock.monotonic() - last_recovery > self.relay.claim_ttl / 2:
                     last_recovery = self.clock.monotonic()
@@ -134,10 +115,10 @@ class Sender:
             try:
                 result = session.send(item.mail_from, item.recipients, item.raw)
             except RelayUnavailable as exc:
-                self._relay_failed(str(exc))
+                self.backoff.failed(str(exc))
                 unsent.extend(p.id for p in batch[position:])
                 return
-            self._relay_ok()
+            self.backoff.ok()
             outcomes.append(self._settlement(item, result))
 
     def _settlement(self, item: Pending, result: SendResult) -> Outcome:

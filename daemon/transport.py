@@ -13,10 +13,12 @@ import re
 import smtplib
 import socket
 import ssl
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from .interfaces import Clock
 from .settings import Relay
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,47 @@ class SendResult:
 
     outcome: Outcome
     detail: str = ""
+
+
+class RelayBackoff:
+    """How long to leave an unreachable relay alone: exponential, reset by a success.
+
+    Shared by the threads of one sender; `what` names the mail in the log line.
+    """
+
+    def __init__(self, relay: Relay, clock: Clock, what: str = "") -> None:
+        self.relay = relay
+        self.clock = clock
+        self.what = what
+        self._lock = threading.Lock()
+        self._down_until = float("-inf")
+        self._failures = 0
+
+    @property
+    def failures(self) -> int:
+        """Failures since the last success."""
+        with self._lock:
+            return self._failures
+
+    def wait(self) -> float:
+        """Seconds to go before the relay may be tried again (0 when it may be now)."""
+        with self._lock:
+            return max(0.0, self._down_until - self.clock.monotonic())
+
+    def failed(self, error: str) -> None:
+        """The relay could not be reached or refused the session."""
+        with self._lock:
+            self._failures += 1
+            delay = min(self.relay.reconnect_max, 0.5 * 2 ** min(self._failures, 16))
+            self._down_until = self.clock.monotonic() + delay
+        log.warning("relay unavailable%s (%s); trying again in %.1fs", self.what, error, delay)
+
+    def ok(self) -> None:
+        """A session worked."""
+        with self._lock:
+            if self._failures:
+                log.info("relay reachable again")
+            self._failures = 0
 
 
 class RelayUnavailable(Exception):

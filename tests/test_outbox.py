@@ -239,7 +239,7 @@ def test_starttls_and_login_to_the_relay(db: Database, test_certs: Any) -> None:
         queue(outbox, [mail(2)])
         sender = running(Sender(outbox, relay, clock))
         try:
-            wait_until(lambda: sender._relay_failures > 0, what="the refused login")
+            wait_until(lambda: sender.backoff.failures > 0, what="the refused login")
             wait_until(lambda: states(db)[2] == "queued", what="the claim handed back")
         finally:
             sender.stop()
