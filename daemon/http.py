@@ -56,6 +56,15 @@ def page(title: str, body: str, status: int = 200) -> HTMLResponse:
     return HTMLResponse(_PAGE.format(title=title, body=body), status_code=status)
 
 
+def private_page(title: str, body: str, status: int = 200) -> HTMLResponse:
+    """A page whose address holds a token: never cached or indexed, never sent on."""
+    response = page(title, body, status)
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["X-Robots-Tag"] = "noindex"
+    return response
+
+
 class DatabaseCollector(Collector):
     """Metrics read from the database at scrape time, so they cover every process."""
 

@@ -177,15 +177,7 @@ class Confirmations:
 
 def optin_routes(db: Database, clock: Clock, key: bytes, rules: Callable[[], Rules]) -> list[Route]:
     """`/confirm/{token}`: GET shows the confirmation button, its POST confirms."""
-    from .http import page as plain_page
-
-    def page(title: str, body: str, status: int = 200) -> Response:
-        response = plain_page(title, body, status)
-        # the token in the address must not reach caches, search engines or other sites
-        response.headers["Cache-Control"] = "no-store"
-        response.headers["Referrer-Policy"] = "no-referrer"
-        response.headers["X-Robots-Tag"] = "noindex"
-        return response
+    from .http import private_page as page
 
     invalid = "<p>This link is not valid, or it has expired.</p>"
 

@@ -29,7 +29,7 @@ from starlette.routing import Route
 
 from .audience import unsubscribe_member
 from .database import Database
-from .http import page
+from .http import private_page
 from .interfaces import Clock
 from .suppressions import list_scope, suppress
 from .tables import ListMember, Subscriber
@@ -213,15 +213,6 @@ def unsubscribe(
     return bool(added or left)
 
 
-def _page(title: str, body: str, status: int = 200) -> Response:
-    """The web endpoint's page, never cached or indexed, never sending the token on."""
-    response = page(title, body, status)
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["Referrer-Policy"] = "no-referrer"
-    response.headers["X-Robots-Tag"] = "noindex"
-    return response
-
-
 async def _wants_everything(request: Request) -> bool:
     """Whether the POST asks to leave all marketing (the second button: scope=marketing)."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -259,7 +250,7 @@ def unsubscribe_routes(db: Database, clock: Clock, key: bytes) -> list[Route]:
     async def endpoint(request: Request) -> Response:
         token = read_token(key, str(request.path_params["token"]))
         if token is None:
-            return _page("Link not valid", "<p>This unsubscribe link is not valid.</p>", 404)
+            return private_page("Link not valid", "<p>This unsubscribe link is not valid.</p>", 404)
         name = html.escape(token.list_name)
         if request.method != "POST":
             body = (
@@ -269,7 +260,7 @@ def unsubscribe_routes(db: Database, clock: Clock, key: bytes) -> list[Route]:
                 '<form method="post"><input type="hidden" name="scope" value="marketing">'
                 '<button type="submit">Unsubscribe from all our marketing mail</button></form>'
             )
-            return _page("Unsubscribe", body)
+            return private_page("Unsubscribe", body)
         everything = await _wants_everything(request)
         changed = await run_in_threadpool(record, token, everything)
         log.info(
@@ -280,6 +271,6 @@ def unsubscribe_routes(db: Database, clock: Clock, key: bytes) -> list[Route]:
             "" if changed else ": already unsubscribed",
         )
         what = "any of our marketing mail" if everything else f"the <strong>{name}</strong> mailing"
-        return _page("Unsubscribed", f"<p>You will not receive {what} any more.</p>")
+        return private_page("Unsubscribed", f"<p>You will not receive {what} any more.</p>")
 
     return [Route("/unsubscribe/{token}", endpoint, methods=["GET", "POST"])]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -90,3 +92,13 @@ def states(db: Database) -> dict[str, int]:
     """Message counts by state."""
     with db.reading() as conn:
         return dict(conn.execute(select(Message.state, func.count()).group_by(Message.state)).all())
+
+
+def fetch(url: str, method: str = "GET") -> tuple[int, str]:
+    """(status, body) of a real HTTP request; a POST sends an empty body."""
+    request = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read().decode("utf-8")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode("utf-8")

@@ -47,6 +47,7 @@ from daemon.rules import Rules, load_rules
 from daemon.screening import Identity
 from daemon.settings import Http
 from daemon.suppressions import list_scope, suppress, suppressed
+from tests.helpers import fetch
 
 ROOT = Path(__file__).resolve().parent.parent
 NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
@@ -524,15 +525,6 @@ def web(db: Database, clock: FrozenClock, rules: Rules) -> Iterator[str]:
         yield f"http://127.0.0.1:{server.port}"
     finally:
         server.stop()
-
-
-def fetch(url: str, method: str = "GET") -> tuple[int, str]:
-    request = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, response.read().decode("utf-8")
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode("utf-8")
 
 
 def test_the_link_shows_a_page_and_only_its_post_confirms(

@@ -17,7 +17,7 @@ from daemon.http import HttpServer, build_http_app
 from daemon.settings import Http
 from daemon.sla import NewEvent
 from daemon.tables import SurveyAnswer
-from tests.helpers import make_mail, settings_for
+from tests.helpers import fetch, make_mail, settings_for
 from tests.test_sla import MONDAY, ROOT, RULES, STEPS, deliver, mails
 
 ANSWERS = SurveyAnswer.__table__
@@ -52,15 +52,6 @@ def web(app: App) -> Iterator[str]:
         yield f"http://127.0.0.1:{server.port}"
     finally:
         server.stop()
-
-
-def fetch(url: str, method: str = "GET") -> tuple[int, str]:
-    request = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, response.read().decode("utf-8")
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode("utf-8")
 
 
 def resolved_survey_links(app: App) -> list[str]:
