@@ -4,9 +4,7 @@ one-click link of the web endpoint, another by mail to the unsubscribe address."
 from __future__ import annotations
 
 import smtplib
-import time
 import urllib.request
-from collections.abc import Callable
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from email.utils import make_msgid
@@ -18,6 +16,7 @@ from .audience_import import NewSubscriber, add_members
 from .campaign_config import CampaignDefinition
 from .campaign_ledger import RUNS
 from .database import Database
+from .demo_sla import wait_for
 from .sink import SmtpSink
 from .suppressions import SUPPRESSIONS
 
@@ -37,15 +36,6 @@ PEOPLE = [
     NewSubscriber("bob.jones@customer.example", "Bob Jones", "en", tier="ordinary"),
     NewSubscriber("chloe.dubois@northwind.example", "Chloé Dubois", "fr", tier="vip"),
 ]
-
-
-def _wait(predicate: Callable[[], bool], timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def _status(db: Database) -> str | None:
@@ -90,7 +80,7 @@ def campaign_demo(app: App, db: Database, sink: SmtpSink, lmtp_port: int) -> str
     book.save(definition, schedule=False)
     started = book.start_now("winter-news")
     app.campaigns.wake()
-    _wait(lambda: _status(db) in ("finished", "finished_with_failures"))
+    wait_for(lambda: _status(db) in ("finished", "finished_with_failures"), 30.0)
     mails = sink.messages[before:]
     lines = [
         f"Campaigns: `winter-news` to the list `news` ({started.recipients} subscribers): "
@@ -128,7 +118,7 @@ def campaign_demo(app: App, db: Database, sink: SmtpSink, lmtp_port: int) -> str
         with smtplib.LMTP("127.0.0.1", lmtp_port) as lmtp:
             lmtp.send_message(leave)
         lines.append("  Bob mailed the unsubscribe address through the LMTP intake")
-    _wait(lambda: len(_suppressions(db)) >= 2)
+    wait_for(lambda: len(_suppressions(db)) >= 2, 30.0)
     for address, scope, reason in _suppressions(db):
         lines.append(f"  suppressed: {address} ({scope}, {reason})")
     return "\n".join(lines)

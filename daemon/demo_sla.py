@@ -32,7 +32,8 @@ sla:
 """
 
 
-def _wait(predicate: Callable[[], bool], timeout: float = 20.0) -> bool:
+def wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> bool:
+    """Poll predicate every 50 ms until it holds (True) or timeout seconds pass (False)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
@@ -86,7 +87,7 @@ def sla_demo(app: App, db: Database, sink: SmtpSink, password: str, support: str
             ],
         )
     app.outbox.notify()
-    _wait(lambda: sink.count >= before + 2)
+    wait_for(lambda: sink.count >= before + 2)
     with db.reading() as conn:
         rows = {
             row.conversation_id: row

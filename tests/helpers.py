@@ -10,7 +10,8 @@ from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import func, select
 
@@ -18,6 +19,12 @@ from daemon.database import Database
 from daemon.settings import Mailbox, Secret, Settings
 from daemon.tables import Message
 from tests.servers.imap import Account
+
+if TYPE_CHECKING:
+    from daemon.app import App
+    from daemon.interfaces import Clock
+
+ROOT = Path(__file__).resolve().parent.parent
 
 T = TypeVar("T")
 
@@ -102,3 +109,17 @@ def fetch(url: str, method: str = "GET") -> tuple[int, str]:
             return response.status, response.read().decode("utf-8")
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode("utf-8")
+
+
+def pipeline_app(db_url: str, tmp_path: Path, rules_text: str, clock: Clock) -> App:
+    """The runner with these rules and the shipped templates; mail is queued, not sent."""
+    from daemon.app import build_app
+
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(rules_text, encoding="utf-8")
+    settings = settings_for(
+        db_url,
+        paths={"rules": str(rules), "templates": str(ROOT / "templates")},
+        relay={"enabled": True, "host": "127.0.0.1", "port": 2525, "tls": "none"},
+    )
+    return build_app(settings, clock=clock, intake=False, sender=False, campaigns=False)

@@ -9,16 +9,15 @@ from pathlib import Path
 import pytest
 from sqlalchemy import insert, select
 
-from daemon.app import App, build_app
+from daemon.app import App
 from daemon.automated import FailedRecipient
 from daemon.clock import FrozenClock
 from daemon.inbox import Inbox
 from daemon.screening import SOFT_BOUNCES, counts_as_soft
 from daemon.suppressions import SUPPRESSIONS
 from daemon.tables import Campaign, CampaignRun, CampaignSend
-from tests.helpers import make_mail, settings_for
+from tests.helpers import make_mail, pipeline_app
 
-ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data" / "automated"
 SUPPORT = "support@acme.example"
 START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -39,16 +38,7 @@ marketing:
 
 @pytest.fixture
 def app(db_url: str, tmp_path: Path) -> Iterator[App]:
-    rules = tmp_path / "rules.yaml"
-    rules.write_text(RULES, encoding="utf-8")
-    settings = settings_for(
-        db_url,
-        paths={"rules": str(rules), "templates": str(ROOT / "templates")},
-        relay={"enabled": True, "host": "127.0.0.1", "port": 2525, "tls": "none"},
-    )
-    application = build_app(
-        settings, clock=FrozenClock(START), intake=False, sender=False, campaigns=False
-    )
+    application = pipeline_app(db_url, tmp_path, RULES, FrozenClock(START))
     yield application
     application.db.dispose()
 

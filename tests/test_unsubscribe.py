@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import pytest
 from sqlalchemy import insert, select
 
-from daemon.app import App, build_app
+from daemon.app import App
 from daemon.clock import FrozenClock
 from daemon.database import Database
 from daemon.inbox import Inbox
@@ -35,9 +35,8 @@ from daemon.unsubscribe import (
     unsubscribe_routes,
 )
 from daemon.unsubscribe_step import asks_to_unsubscribe
-from tests.helpers import make_mail, settings_for
+from tests.helpers import make_mail, pipeline_app
 
-ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data" / "automated"
 SUPPORT = "support@acme.example"
 UNSUBSCRIBE = "unsubscribe@acme.example"
@@ -330,16 +329,7 @@ def test_a_forged_token_is_not_found(web: str, db: Database) -> None:
 
 @pytest.fixture
 def app(db_url: str, tmp_path: Path) -> Iterator[App]:
-    rules = tmp_path / "rules.yaml"
-    rules.write_text(RULES, encoding="utf-8")
-    settings = settings_for(
-        db_url,
-        paths={"rules": str(rules), "templates": str(ROOT / "templates")},
-        relay={"enabled": True, "host": "127.0.0.1", "port": 2525, "tls": "none"},
-    )
-    application = build_app(
-        settings, clock=FrozenClock(START), intake=False, sender=False, campaigns=False
-    )
+    application = pipeline_app(db_url, tmp_path, RULES, FrozenClock(START))
     yield application
     application.db.dispose()
 
