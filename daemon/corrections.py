@@ -68,6 +68,68 @@ def record_correction(
     return True
 
 
+def _words(value: str | None) -> list[str]:
+    return (value or "").split()
+
+
+def reroute(conn: Connection, message_pk: int, routing: Routing, located: str | None = None) -> int:
+    """Route the message's IMAP copies again after a correction; return how many changed.
+
+    The new department's folder and keywords replace those of the earlier route, whose
+    keywords come off. `located` is the folder the message is known to be in now (where an
+    agent moved it); otherwise it is where the earlier route left it. A message the classify
+    step has not seen yet is left alone: that step applies the correction itself.
+    """
+    message = conn.execute(
+        select(
+            MESSAGES.c.department, MESSAGES.c.urgency, MESSAGES.c.triage, MESSAGES.c.route_reason
+        ).where(MESSAGES.c.id == message_pk)
+    ).one()
+    if message.route_reason is None:
+        return 0
+    folder, keywords = routing.visible(message.department, message.urgency, bool(message.triage))
+    rows = conn.execute(
+        select(
+            DELIVERIES.c.id,
+            DELIVERIES.c.route_state,
+            DELIVERIES.c.route_folder,
+            DELIVERIES.c.route_keywords,
+            DELIVERIES.c.route_from,
+            DELIVERIES.c.route_drop,
+        ).where(DELIVERIES.c.message_pk == message_pk, DELIVERIES.c.channel == "imap")
+    ).all()
+    changed = 0
+    for row in rows:
+        if row.route_state == "done":
+            where, earlier = row.route_folder, _words(row.route_keywords)
+        else:  # not carried out yet, or only partly: its keywords may or may not be set
+            where, earlier = row.route_from, _words(row.route_drop) + _words(row.route_keywords)
+        if located is not None:
+            where = located
+        drop = [k for k in dict.fromkeys(earlier) if k not in keywords]
+        target = folder or where  # a department without a folder: the message stays put
+        if (
+            row.route_state == "done"
+            and target == where
+            and not drop
+            and (set(keywords) <= set(_words(row.route_keywords)))
+        ):
+            continue
+        conn.execute(
+            update(DELIVERIES)
+            .where(DELIVERIES.c.id == row.id)
+            .values(
+                route_state="pending",
+                route_folder=target,
+                route_keywords=" ".join(keywords) or None,
+                route_from=where,
+                route_drop=" ".join(drop) or None,
+            )
+        )
+        changed += 1
+    return changed
+
+
 def find_messages(conn: Connection, ref: str) -> list[Any]:
     """Messages named by a numeric id or a Message-ID (with or without <>)."""
     ref = ref.strip()
@@ -124,19 +186,19 @@ class MoveSweep:
         self.learned = 0
         self.folders = FolderScan(db, clock, ledger, mailbox.name)
 
-    def run(self, client: Any, folders: dict[str, str]) -> bool:
+    def run(self, client: Any, routing: Routing) -> bool:
         """Look at new UIDs of each department folder; True when another folder was selected."""
         self.folders.selected = False
-        for folder, department in folders.items():
+        for folder, department in department_folders(routing, self.mailbox).items():
             try:
-                self._sweep(client, folder, department)
+                self._sweep(client, folder, department, routing)
             except IMAPClientError as exc:
                 if isinstance(exc, IMAPClientAbortError):
                     raise
                 log.warning("imap:%s/%s: sweep for corrections: %s", self.mailbox.name, folder, exc)
         return self.folders.selected
 
-    def _sweep(self, client: Any, folder: str, department: str) -> None:
+    def _sweep(self, client: Any, folder: str, department: str, routing: Routing) -> None:
         """Fetch the Message-IDs of new UIDs in folder and record what they correct."""
 
         def correct(conn: Connection, response: dict[int, Any], *_: int) -> None:
@@ -145,12 +207,23 @@ class MoveSweep:
                 for data in response.values()
                 if (mid := extract_message_id(header_of(data))) is not None
             }
-            self.learned += self.learn(conn, department, sorted(message_ids))
+            self.learned += self.learn(conn, department, sorted(message_ids), folder, routing)
 
         self.folders.scan(client, folder, [HEADER_ITEM], SWEEP_BATCH, correct)
 
-    def learn(self, conn: Connection, department: str, message_ids: Sequence[str]) -> int:
-        """Record a correction for each known message of this mailbox filed elsewhere."""
+    def learn(
+        self,
+        conn: Connection,
+        department: str,
+        message_ids: Sequence[str],
+        folder: str,
+        routing: Routing,
+    ) -> int:
+        """Record a correction for each known message of this mailbox filed elsewhere.
+
+        The message stays in `folder`, where the agent put it; its keywords become those
+        of its new department.
+        """
         if not message_ids:
             return 0
         here = exists().where(
@@ -168,6 +241,7 @@ class MoveSweep:
         count = 0
         for row in rows:
             if record_correction(conn, row.id, "department", department, "imap-move", now):
+                reroute(conn, row.id, routing, located=folder)
                 count += 1
                 log.info(
                     "%s: moved by a person into %s's folder: department %s -> %s",
@@ -220,12 +294,16 @@ def cmd_relabel(args: argparse.Namespace) -> int:
         with db.transaction() as conn:
             found = find_messages(conn, args.message)
             for row in found:
+                relabelled = False
                 for head, label in changes:
                     now = SystemClock().now()
                     changed = record_correction(conn, row.id, head, label, "cli", now)
+                    relabelled |= changed
                     before = getattr(row, head) or "-"
                     outcome = f"{before} -> {label}" if changed else f"already {label}"
                     print(f"{row.id}\t{row.message_id or '-'}\t{head}: {outcome}")
+                if relabelled and reroute(conn, row.id, rules.routing):
+                    print(f"{row.id}\t{row.message_id or '-'}\tIMAP: keywords and folder follow")
     finally:
         db.dispose()
     if not found:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
 from sqlalchemy import select, update
 
-from .corrections import MoveSweep, department_folders
+from .corrections import MoveSweep
 from .database import Database
 from .errors import MailSourceError
 from .folders import FolderLedger
@@ -63,6 +63,14 @@ def folder_exists(client: Any, folder: str) -> bool:
     return any(name == folder for _flags, _sep, name in client.list_folders("", folder))
 
 
+class Change(NamedTuple):
+    """What a route does to its messages: a folder to move into, keywords to set and drop."""
+
+    folder: str | None
+    keywords: tuple[str, ...]
+    drop: tuple[str, ...]
+
+
 @dataclass(frozen=True)
 class Route:
     """One delivery's pending route."""
@@ -73,6 +81,12 @@ class Route:
     folder: str | None
     keywords: tuple[str, ...]
     message_id: str | None
+    source: str | None = None  # the folder the message is in, when not its delivery's own
+    drop: tuple[str, ...] = ()  # keywords of an earlier route to take off
+
+    def relocated(self, own: str) -> bool:
+        """True when the message is found by Message-ID in another folder, not by UID here."""
+        return self.source is not None and self.source != own
 
 
 class RouteBook:
@@ -92,6 +106,8 @@ class RouteBook:
                 DELIVERIES.c.route_folder,
                 DELIVERIES.c.route_keywords,
                 MESSAGES.c.message_id,
+                DELIVERIES.c.route_from,
+                DELIVERIES.c.route_drop,
             )
             .join(MESSAGES, MESSAGES.c.id == DELIVERIES.c.message_pk)
             .where(DELIVERIES.c.folder_id == self.folder_id, DELIVERIES.c.route_state == "pending")
@@ -107,6 +123,8 @@ class RouteBook:
                 row.route_folder or None,
                 tuple(dict.fromkeys((row.route_keywords or "").split())),
                 row.message_id,
+                row.route_from or None,
+                tuple(dict.fromkeys((row.route_drop or "").split())),
             )
             for row in rows
         ]
@@ -177,9 +195,8 @@ class FolderRoutes:
         selected_other = False
         if self.sweep is not None and self.routing is not None:
             routing = self.routing()
-            folders = department_folders(routing, self.mailbox)
-            if routing.learn_from_moves and folders:
-                selected_other |= self.sweep.run(client, folders)
+            if routing.learn_from_moves:
+                selected_other |= self.sweep.run(client, routing)
         if self.sla is not None:
             if selected_other:
                 self._select_again(client, uidvalidity)
@@ -206,6 +223,11 @@ class FolderRoutes:
         routes = self.book.pending()
         if not routes:
             return 0
+        elsewhere = [r for r in routes if r.relocated(self.folder)]
+        if elsewhere:
+            self._carry_out_elsewhere(client, elsewhere, capabilities)
+            self._select_again(client, uidvalidity)
+            routes = [r for r in routes if not r.relocated(self.folder)]
         stale = [r for r in routes if r.uidvalidity != uidvalidity]
         if stale:
             log.warning(
@@ -226,18 +248,78 @@ class FolderRoutes:
                 self.mailbox.disposition.folder,
             )
             self.book.finish(current, "failed")
-            return len(routes)
-        groups: dict[tuple[str | None, tuple[str, ...]], list[Route]] = {}
+            return len(routes) + len(elsewhere)
+        groups: dict[Change, list[Route]] = {}
         for route in current:
-            folder = None if route.folder == self.folder else route.folder
-            keywords = self._keywords(route.keywords, permanent_flags)
-            groups.setdefault((folder, keywords), []).append(route)
-        for (folder, keywords), members in groups.items():
+            groups.setdefault(self._change(route, self.folder, permanent_flags), []).append(route)
+        for change, members in groups.items():
             for start in range(0, len(members), ROUTE_BATCH):
                 batch = members[start : start + ROUTE_BATCH]
                 self.renew()
-                self._carry_out(client, batch, folder, keywords, capabilities)
-        return len(routes)
+                self._carry_out(client, batch, [r.uid for r in batch], change, capabilities)
+        return len(routes) + len(elsewhere)
+
+    def _change(self, route: Route, where: str, permanent_flags: Sequence[bytes] | None) -> Change:
+        """What to do to a route's message in folder `where`."""
+        return Change(
+            None if route.folder in (None, where) else route.folder,
+            self._keywords(route.keywords, permanent_flags),
+            tuple(kept_keywords(permanent_flags, route.drop)[0]),
+        )
+
+    def _carry_out_elsewhere(
+        self, client: Any, routes: Sequence[Route], capabilities: set[bytes]
+    ) -> None:
+        """Routes made again after a correction: find each message by Message-ID where it is."""
+        by_folder: dict[str, list[Route]] = {}
+        for route in routes:
+            by_folder.setdefault(str(route.source), []).append(route)
+        for source, members in by_folder.items():
+            self.renew()
+            try:
+                selected = client.select_folder(source)
+            except IMAPClientError as exc:
+                if _is_abort(exc):
+                    raise
+                log.warning(
+                    "%s: cannot open %s to route messages again: %s", self.name, source, exc
+                )
+                self.book.finish(members, "failed")
+                continue
+            flags = selected.get(b"PERMANENTFLAGS")
+            for route in members:
+                uids = self._find(client, route, source)
+                if uids:
+                    self._carry_out(
+                        client,
+                        [route],
+                        uids,
+                        self._change(route, source, flags),
+                        capabilities,
+                        refused="failed",
+                    )
+
+    def _find(self, client: Any, route: Route, source: str) -> list[int]:
+        """The UIDs of the route's message in the selected folder; a miss fails the route."""
+        found: list[int] = []
+        if route.message_id:
+            try:
+                found = list(
+                    client.search(["NOT", "DELETED", "HEADER", "Message-ID", route.message_id])
+                )
+            except IMAPClientError as exc:
+                if _is_abort(exc):
+                    raise
+                log.warning("%s: search in %s failed: %s", self.name, source, exc)
+        if not found:
+            log.warning(
+                "%s: %s is no longer in %s: its keywords and folder were not changed",
+                self.name,
+                route.message_id or "a message without Message-ID",
+                source,
+            )
+            self.book.finish([route], "failed")
+        return found
 
     def _keywords(
         self, keywords: tuple[str, ...], permanent_flags: Sequence[bytes] | None
@@ -257,13 +339,20 @@ class FolderRoutes:
         self,
         client: Any,
         routes: list[Route],
-        folder: str | None,
-        keywords: tuple[str, ...],
+        uids: list[int],
+        change: Change,
         capabilities: set[bytes],
+        refused: str | None = None,
     ) -> None:
-        """Set keywords, then move; settle the routes as done or failed."""
-        uids = [route.uid for route in routes]
+        """Take keywords off, set keywords, then move; settle the routes as done or failed.
+
+        When the server refuses, `refused` is the routes' state; without it, routes whose
+        message has left the folder count as done and the others as failed.
+        """
+        folder, keywords, drop = change
         try:
+            if drop:
+                client.remove_flags(uids, list(drop), silent=True)
             if keywords:
                 client.add_flags(uids, list(keywords), silent=True)
             if folder is not None:
@@ -271,11 +360,15 @@ class FolderRoutes:
         except IMAPClientError as exc:
             if _is_abort(exc):
                 raise  # the connection is gone: the routes stay pending for the next session
-            self._refused(client, routes, folder, str(exc))
+            if refused is None:
+                self._refused(client, routes, folder, str(exc))
+            else:
+                log.warning("%s: route to %s failed: %s", self.name, folder or "-", exc)
+                self.book.finish(routes, refused)
             return
         self.book.finish(routes, "done")
         self.carried_out += len(routes)
-        log.debug("%s: %d route(s) done (%s, %s)", self.name, len(routes), folder, keywords)
+        log.debug("%s: %d route(s) done (%s)", self.name, len(routes), change)
 
     def _move(self, client: Any, uids: list[int], folder: str, capabilities: set[bytes]) -> None:
         """Move into folder, creating it first when it does not exist."""

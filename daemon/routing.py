@@ -11,11 +11,11 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Table, bindparam, update
+from sqlalchemy import Connection, Table, bindparam, select, update
 
 from .compose import bare_id, clean, message_id
 from .contacts import tiers_of
@@ -24,7 +24,7 @@ from .outbox import Outbox, OutgoingMail
 from .pipeline import Work, register
 from .rules import Override, Rules, RulesFile
 from .screening import Identity
-from .tables import Delivery
+from .tables import Correction, Delivery
 
 if TYPE_CHECKING:
     from classifiers.handle import ModelHandle
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DELIVERIES: Table = Delivery.__table__  # type: ignore[assignment]
+CORRECTIONS: Table = Correction.__table__  # type: ignore[assignment]
 
 
 @dataclass
@@ -127,6 +128,34 @@ def decide(rules: Rules, item: Work, prediction: Prediction | None, tier: str | 
     )
 
 
+def corrections_of(conn: Connection, items: Sequence[Work]) -> dict[int, dict[str, str]]:
+    """Labels people gave these messages before the classify step ran: pk -> head -> label."""
+    pks = [item.pk for item in items if not item.facts.get("skip_classify")]
+    if not pks:
+        return {}
+    query = (
+        select(CORRECTIONS.c.message_pk, CORRECTIONS.c.head, CORRECTIONS.c.label)
+        .where(CORRECTIONS.c.message_pk.in_(pks))
+        .order_by(CORRECTIONS.c.id)
+    )
+    found: dict[int, dict[str, str]] = {}
+    for pk, head, label in conn.execute(query):
+        found.setdefault(int(pk), {})[head] = label  # the newest correction of a head wins
+    return found
+
+
+def corrected_route(route: Route, labels: dict[str, str]) -> Route:
+    """The route with a person's labels in place of the decided ones; no triage after that."""
+    heads = ", ".join(f"{head} {label}" for head, label in sorted(labels.items()))
+    return replace(
+        route,
+        department=labels.get("department", route.department),
+        urgency=labels.get("urgency", route.urgency),
+        triage=False,
+        reason=f"corrected by a person before classification ({heads}); {route.reason}",
+    )
+
+
 @register("classify")
 class ClassifyStep:
     """Classify human mail by department and urgency; record routes and forwards."""
@@ -216,6 +245,7 @@ class Classifier:
         rules = self.rules.current
         uses_tiers = any(o.when.tiers is not None for o in rules.routing.overrides)
         tiers = tiers_of(conn, items) if uses_tiers else {}
+        corrected = corrections_of(conn, items)
         routes: list[dict[str, Any]] = []
         forwards: list[OutgoingMail] = []
         for item in items:
@@ -229,6 +259,8 @@ class Classifier:
                 if uses_tiers
                 else item.facts["route"]
             )
+            if item.pk in corrected:
+                route = corrected_route(route, corrected[item.pk])
             item.facts["department"] = route.department
             item.facts["urgency"] = route.urgency
             item.record.update(
@@ -239,20 +271,12 @@ class Classifier:
                 triage=route.triage,
                 route_reason=route.reason[:2000],
             )
-            department = rules.routing.departments.get(route.department or "")
-            keywords = list(department.keywords) if department else []
-            keywords += rules.routing.urgency_keywords.get(route.urgency or "", [])
-            if route.triage:
-                keywords.append(rules.routing.triage_keyword)
-            folder = department.folder if department else None
+            folder, keywords = rules.routing.visible(route.department, route.urgency, route.triage)
             if folder or keywords:
                 routes.append(
-                    {
-                        "k_pk": item.pk,
-                        "v_folder": folder,
-                        "v_keywords": " ".join(dict.fromkeys(keywords)) or None,
-                    }
+                    {"k_pk": item.pk, "v_folder": folder, "v_keywords": " ".join(keywords) or None}
                 )
+            department = rules.routing.departments.get(route.department or "")
             if department is not None and department.forward:
                 forwards.append(self._forward(item, route, department.forward))
         if routes:

@@ -171,6 +171,17 @@ class Routing(Strict):
     # a message moved into another department's folder by an agent is a correction
     learn_from_moves: bool = True
 
+    def visible(
+        self, department: str | None, urgency: str | None, triage: bool
+    ) -> tuple[str | None, list[str]]:
+        """Where agents see a decision: the department's folder (or None) and the keywords."""
+        config = self.departments.get(department or "")
+        keywords = list(config.keywords) if config else []
+        keywords += self.urgency_keywords.get(urgency or "", [])
+        if triage:
+            keywords.append(self.triage_keyword)
+        return (config.folder if config else None), list(dict.fromkeys(keywords))
+
 
 class Rules(Strict):
     """Everything rules.yaml decides."""

@@ -200,6 +200,10 @@ class Delivery(Base):
     route_state: Mapped[str] = mapped_column(String(16), default="none")
     route_folder: Mapped[str | None] = mapped_column(String(512))
     route_keywords: Mapped[str | None] = mapped_column(Text)
+    # a route made again after a correction: where the message is now when that is not the
+    # delivery's own folder and UID, and the keywords of the earlier route to take off
+    route_from: Mapped[str | None] = mapped_column(String(512))
+    route_drop: Mapped[str | None] = mapped_column(Text)
 
 
 class Attachment(Base):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, update
 
-from daemon.corrections import department_folders, record_correction
+from daemon.corrections import department_folders, record_correction, reroute
 from daemon.database import Database
 from daemon.inbox import Inbox
 from daemon.rules import Department, Routing
@@ -225,8 +225,11 @@ def test_a_message_moved_by_an_agent_is_a_correction(
         ).one()
     assert corrections(intake.db) == [(pk, "department", "billing", "sales", "imap-move")]
     assert (department, triage) == ("sales", False)
+    # the message stays where the agent put it; its keywords become those of Sales
+    wait_until(settled(intake.db, "wrong"), what="the keywords changed")
     assert route_states(intake.db) == {"wrong": "done", "right": "done"}
-    assert server_view(dovecot, account) == {"Sales": {"wrong": {"$Billing"}, "right": {"$Sales"}}}
+    assert server_view(dovecot, account) == {"Sales": {"wrong": {"$Sales"}, "right": {"$Sales"}}}
+    assert intake.commands["move"] == 2, "mailcare moved nothing after the agent's move"
     intake.cycle()  # the cursor moved on: nothing is learned twice
     assert len(corrections(intake.db)) == 1
     sweep = intake.worker.routes.sweep
@@ -251,3 +254,75 @@ def test_department_folders_that_are_intake_folders_are_not_swept() -> None:
         }
     )
     assert department_folders(shared, box) == {"Returns": "returns"}
+
+
+def relabel(db: Database, tag: str, routing: Routing, **labels: str) -> int:
+    """What `mailcare relabel` does: record the corrections, then route the message again."""
+    with db.transaction() as conn:
+        pk = conn.execute(
+            select(Message.id).where(Message.message_id == f"<{tag}@customer.example>")
+        ).scalar_one()
+        for head, label in labels.items():
+            record_correction(conn, pk, head, label, "cli", NOW)
+        return reroute(conn, pk, routing)
+
+
+def test_a_relabel_moves_the_message_and_changes_its_keywords(
+    dovecot: Dovecot, db_url: str, start_intake: IntakeFactory
+) -> None:
+    routing = ROUTING.model_copy(update={"urgency_keywords": {"emergency": ["$Urgent"]}})
+    account = dovecot.account()
+    tags = ("moved", "unsure", "gone")
+    dovecot.append_many(
+        account, "INBOX", [make_mail(message_id=f"<{tag}@customer.example>") for tag in tags]
+    )
+    intake = start_intake(
+        db_url, mailbox_for(dovecot, account, PASSWORD_ENV), account, routing=routing
+    )
+    classify(intake.db, "moved", "billing", "Billing", "$Billing $Urgent")
+    classify(intake.db, "unsure", "general", None, "$General $NeedsTriage")
+    classify(intake.db, "gone", "sales", "Sales", "$Sales")
+    with intake.db.transaction() as conn:
+        conn.execute(
+            update(Message)
+            .where(Message.message_id == "<moved@customer.example>")
+            .values(urgency="emergency")
+        )
+    intake.source.wake()
+    wait_until(settled(intake.db, *tags), what="first routes")
+    assert server_view(dovecot, account) == {
+        "INBOX": {"unsure": {"$General", "$NeedsTriage"}},
+        "Billing": {"moved": {"$Billing", "$Urgent"}},
+        "Sales": {"gone": {"$Sales"}},
+    }
+    agent = dovecot.open_client(account)
+    try:  # an agent deletes one message for good
+        agent.select_folder("Sales")
+        agent.delete_messages(agent.search(["ALL"]))
+        agent.expunge()
+    finally:
+        close_client(agent)
+
+    assert relabel(intake.db, "moved", routing, department="sales") == 1
+    assert relabel(intake.db, "unsure", routing, department="billing") == 1
+    assert relabel(intake.db, "gone", routing, department="billing") == 1
+    intake.source.wake()
+    wait_until(settled(intake.db, *tags), what="routes made again")
+
+    assert route_states(intake.db) == {"moved": "done", "unsure": "done", "gone": "failed"}
+    assert server_view(dovecot, account) == {
+        "Sales": {"moved": {"$Sales", "$Urgent"}},  # the urgency keyword stays
+        "Billing": {"unsure": {"$Billing"}},  # triage and the old department's keyword are off
+    }
+    # a second correction of the same message, now of its urgency, only takes a keyword off
+    assert relabel(intake.db, "moved", routing, urgency="normal") == 1
+    intake.source.wake()
+    wait_until(settled(intake.db, "moved"), what="the urgency keyword taken off")
+    assert server_view(dovecot, account)["Sales"] == {"moved": {"$Sales"}}
+    intake.cycle()  # the sweep of the department folders sees mailcare's own moves
+    assert [c[-1] for c in corrections(intake.db)] == ["cli"] * 4, "no correction learned"
+    with intake.db.transaction() as conn:  # nothing to do when the route already holds
+        pk = conn.execute(
+            select(Message.id).where(Message.message_id == "<unsure@customer.example>")
+        ).scalar_one()
+        assert reroute(conn, pk, routing) == 0

@@ -129,7 +129,11 @@ def classify(
         pk = conn.execute(
             select(Message.id).where(Message.message_id == f"<{tag}@customer.example>")
         ).scalar_one()
-        conn.execute(update(Message).where(Message.id == pk).values(department=department))
+        conn.execute(
+            update(Message)
+            .where(Message.id == pk)
+            .values(department=department, route_reason="classified by the test")
+        )
         conn.execute(
             update(Delivery)
             .where(Delivery.message_pk == pk, Delivery.channel == "imap")

@@ -14,6 +14,7 @@ from sqlalchemy import select
 
 from daemon.app import App, build_app
 from daemon.clock import FrozenClock
+from daemon.corrections import record_correction, reroute
 from daemon.folders import FolderLedger
 from daemon.inbox import Arrival, Inbox
 from daemon.outbox import OUTBOX
@@ -82,7 +83,7 @@ def app(db_url: str, tmp_path: Path, clock: FrozenClock) -> Iterator[App]:
     application.db.dispose()
 
 
-def deliver_imap(app: App, *raws: bytes) -> None:
+def deliver_imap(app: App, *raws: bytes, run: bool = True) -> None:
     """Store as the IMAP worker would (folder support/INBOX), then run the pipeline."""
     ledger = FolderLedger(app.db, app.clock, app.owner, ttl=30)
     folder_id = ledger.ensure("support", "INBOX")
@@ -96,7 +97,7 @@ def deliver_imap(app: App, *raws: bytes) -> None:
         arrivals=[Arrival(raw, start + n + 1) for n, raw in enumerate(raws)],
         highest_uid=start + len(raws),
     )
-    while app.runner.run_once():
+    while run and app.runner.run_once():
         pass
 
 
@@ -269,3 +270,42 @@ def test_the_reply_uses_the_template_of_the_classified_department(
         assert b"sorry that you had reason to complain" in raw
     finally:
         application.db.dispose()
+
+
+def test_a_relabel_before_classification_is_kept_and_a_later_one_reroutes(app: App) -> None:
+    deliver_imap(app, BILLING, run=False)  # stored, not yet processed
+    routing = app.rules.routing
+    with app.db.transaction() as conn:
+        pk = conn.execute(
+            select(Message.id).where(Message.message_id == "<billing@globex.example>")
+        ).scalar_one()
+        assert record_correction(conn, pk, "department", "sales", "cli", app.clock.now())
+        assert reroute(conn, pk, routing) == 0, "the classify step applies it"
+    while app.runner.run_once():
+        pass
+    message, delivery = routed(app, "<billing@globex.example>")
+    assert (message.department, message.triage) == ("sales", False)
+    assert message.route_reason.startswith(
+        "corrected by a person before classification (department sales); model: department"
+    )
+    assert (delivery.route_state, delivery.route_folder, delivery.route_keywords) == (
+        "pending",
+        None,
+        "$Sales",
+    )
+    with app.db.reading() as conn:
+        forwards = conn.execute(select(OUTBOX.c.id).where(OUTBOX.c.kind == "forward")).all()
+    assert forwards == [], "billing's forward is not sent for a message that is sales'"
+
+    # corrected again while that route is still pending: the pending route is replaced
+    with app.db.transaction() as conn:
+        assert record_correction(conn, pk, "department", "billing", "cli", app.clock.now())
+        assert record_correction(conn, pk, "urgency", "emergency", "cli", app.clock.now())
+        assert reroute(conn, pk, routing) == 1
+    _, delivery = routed(app, "<billing@globex.example>")
+    assert (delivery.route_state, delivery.route_folder, delivery.route_from) == (
+        "pending",
+        "Billing",
+        None,
+    )
+    assert (delivery.route_keywords, delivery.route_drop) == ("$Billing $Urgent", "$Sales")
