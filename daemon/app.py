@@ -211,6 +211,8 @@ def build_app(settings: Settings, **overrides: Any) -> App:
     )
     inbox.subscribe(runner.wake)
     intake_on = overrides.get("intake", True)
+    from .routing import Forwarder
+
     imap = ImapSource(
         settings.mailboxes if intake_on else [],
         inbox,
@@ -220,6 +222,7 @@ def build_app(settings: Settings, **overrides: Any) -> App:
         lease_retry=settings.leases.retry,
         routing=lambda: rules_file.fresh().routing,
         sla=lambda box: SlaFolders(db, clock, ledger, box, sla, identity),
+        forwarder=Forwarder(outbox, identity, mid_key) if settings.relay.enabled else None,
     )
     if classifier is not None:
         runner.after_commit(imap.wake)  # routes to carry out

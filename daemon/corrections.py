@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
 from sqlalchemy import Connection, Table, exists, select, update
@@ -21,8 +21,11 @@ from .inbox import DELIVERIES, MESSAGES
 from .interfaces import Clock
 from .message import extract_message_id
 from .rules import Routing, Rules
-from .settings import Mailbox
+from .settings import Mailbox, Settings
 from .tables import Correction
+
+if TYPE_CHECKING:
+    from .routing import Forwarder
 
 log = logging.getLogger(__name__)
 
@@ -180,9 +183,17 @@ def department_folders(routing: Routing, mailbox: Mailbox) -> dict[str, str]:
 class MoveSweep:
     """Learns corrections from messages that people moved into another department's folder."""
 
-    def __init__(self, db: Database, clock: Clock, ledger: FolderLedger, mailbox: Mailbox) -> None:
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        ledger: FolderLedger,
+        mailbox: Mailbox,
+        forwarder: Forwarder | None = None,
+    ) -> None:
         self.clock = clock
         self.mailbox = mailbox
+        self.forwarder = forwarder
         self.learned = 0
         self.folders = FolderScan(db, clock, ledger, mailbox.name)
 
@@ -242,6 +253,8 @@ class MoveSweep:
         for row in rows:
             if record_correction(conn, row.id, "department", department, "imap-move", now):
                 reroute(conn, row.id, routing, located=folder)
+                if self.forwarder is not None:
+                    self.forwarder.after_correction(conn, row.id, routing)
                 count += 1
                 log.info(
                     "%s: moved by a person into %s's folder: department %s -> %s",
@@ -256,14 +269,29 @@ class MoveSweep:
 # -- the `mailcare relabel` and `mailcare corrections` commands --------------------------------
 
 
-def _database(args: argparse.Namespace) -> tuple[Database, Rules]:
+def _database(args: argparse.Namespace) -> tuple[Database, Rules, Settings]:
     from .rules import load_rules
     from .settings import load_settings
 
     settings = load_settings(Path(args.config) if args.config else None)
     db = Database(settings.database_url)
     db.check_schema()
-    return db, load_rules(settings.paths.rules)
+    return db, load_rules(settings.paths.rules), settings
+
+
+def _forwarder(db: Database, rules: Rules, settings: Settings) -> Forwarder | None:
+    """What forwards a relabelled message to its new department, as the daemon would."""
+    if not settings.relay.enabled:
+        return None  # nothing would send it
+    from .app import build_identity
+    from .clock import SystemClock
+    from .folders import new_owner_id
+    from .keys import instance_key
+    from .outbox import Outbox
+    from .routing import Forwarder
+
+    outbox = Outbox(db, SystemClock(), new_owner_id())
+    return Forwarder(outbox, build_identity(settings, rules, db), instance_key(db, "message-id"))
 
 
 def _unknown_department(label: str, rules: Rules) -> str | None:
@@ -285,8 +313,9 @@ def cmd_relabel(args: argparse.Namespace) -> int:
     if not changes:
         print("give --department and/or --urgency", file=sys.stderr)
         return 2
-    db, rules = _database(args)
+    db, rules, settings = _database(args)
     try:
+        forwarder = _forwarder(db, rules, settings)
         problem = _unknown_department(args.department, rules) if args.department else None
         if problem:
             print(f"mailcare: {problem}", file=sys.stderr)
@@ -302,8 +331,14 @@ def cmd_relabel(args: argparse.Namespace) -> int:
                     before = getattr(row, head) or "-"
                     outcome = f"{before} -> {label}" if changed else f"already {label}"
                     print(f"{row.id}\t{row.message_id or '-'}\t{head}: {outcome}")
-                if relabelled and reroute(conn, row.id, rules.routing):
+                if not relabelled:
+                    continue
+                if reroute(conn, row.id, rules.routing):
                     print(f"{row.id}\t{row.message_id or '-'}\tIMAP: keywords and folder follow")
+                if args.department and forwarder is not None:
+                    to = forwarder.after_correction(conn, row.id, rules.routing)
+                    if to:
+                        print(f"{row.id}\t{row.message_id or '-'}\tforwarded to {to}")
     finally:
         db.dispose()
     if not found:
@@ -313,7 +348,7 @@ def cmd_relabel(args: argparse.Namespace) -> int:
 
 
 def cmd_corrections_list(args: argparse.Namespace) -> int:
-    db, _rules = _database(args)
+    db, _rules, _settings = _database(args)
     try:
         with db.reading() as conn:
             rows = listing(conn, args.limit)

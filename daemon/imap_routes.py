@@ -20,6 +20,7 @@ from .rules import Routing
 from .settings import Mailbox
 
 if TYPE_CHECKING:
+    from .routing import Forwarder
     from .sla_imap import SlaFolders
 
 log = logging.getLogger(__name__)
@@ -158,6 +159,7 @@ class FolderRoutes:
         renew: Callable[[], None],
         routing: RoutingSource | None = None,
         sla: SlaFolders | None = None,
+        forwarder: Forwarder | None = None,
     ) -> None:
         self.name = f"imap:{mailbox.name}/{folder}"
         self.mailbox = mailbox
@@ -167,7 +169,9 @@ class FolderRoutes:
         self.renew = renew  # raises LeaseLostError: nothing changes on the server without it
         # one worker per mailbox (its first folder's) learns corrections from moves
         self.routing = routing if folder == mailbox.folders[0] else None
-        self.sweep = MoveSweep(db, clock, ledger, mailbox) if self.routing is not None else None
+        self.sweep = (
+            MoveSweep(db, clock, ledger, mailbox, forwarder) if self.routing is not None else None
+        )
         # ... and watches the Sent and resolved folders for the SLA clocks
         self.sla = sla if folder == mailbox.folders[0] else None
         self.folder_id = folder_id

@@ -22,6 +22,7 @@ from .interfaces import Clock
 from .settings import Mailbox
 
 if TYPE_CHECKING:
+    from .routing import Forwarder
     from .sla_imap import SlaFolders
 
 log = logging.getLogger(__name__)
@@ -102,6 +103,7 @@ class FolderWorker(threading.Thread):
         lease_retry: float = 5.0,
         routing: RoutingSource | None = None,
         sla: SlaFolders | None = None,
+        forwarder: Forwarder | None = None,
     ) -> None:
         super().__init__(name=f"imap:{mailbox.name}/{folder}", daemon=True)
         self.mailbox = mailbox
@@ -119,7 +121,16 @@ class FolderWorker(threading.Thread):
         self._careful: tuple[int, int] = (0, -1)
         # routes to carry out; with routing, also the sweep that learns corrections from moves
         self.routes = FolderRoutes(
-            inbox.db, clock, ledger, mailbox, folder, self.folder_id, self._renew, routing, sla
+            inbox.db,
+            clock,
+            ledger,
+            mailbox,
+            folder,
+            self.folder_id,
+            self._renew,
+            routing,
+            sla,
+            forwarder,
         )
         self.nudged = threading.Event()
 
@@ -386,6 +397,7 @@ class ImapSource:
         lease_retry: float = 5.0,
         routing: RoutingSource | None = None,
         sla: Callable[[Mailbox], SlaFolders] | None = None,
+        forwarder: Forwarder | None = None,
     ) -> None:
         self.stop_event = threading.Event()
         self.workers = [
@@ -400,6 +412,7 @@ class ImapSource:
                 lease_retry,
                 routing,
                 sla(box) if sla is not None and folder == box.folders[0] else None,
+                forwarder,
             )
             for box in mailboxes
             for folder in box.folders

@@ -12,6 +12,8 @@ import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
+from email.utils import format_datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,9 +24,9 @@ from .contacts import tiers_of
 from .errors import ConfigError
 from .outbox import Outbox, OutgoingMail
 from .pipeline import Work, register
-from .rules import Override, Rules, RulesFile
+from .rules import Override, Routing, Rules, RulesFile
 from .screening import Identity
-from .tables import Correction, Delivery
+from .tables import Correction, Delivery, Message
 
 if TYPE_CHECKING:
     from classifiers.handle import ModelHandle
@@ -34,6 +36,7 @@ log = logging.getLogger(__name__)
 
 DELIVERIES: Table = Delivery.__table__  # type: ignore[assignment]
 CORRECTIONS: Table = Correction.__table__  # type: ignore[assignment]
+MESSAGES: Table = Message.__table__  # type: ignore[assignment]
 
 
 @dataclass
@@ -301,30 +304,90 @@ class Classifier:
                 self.outbox.enqueue(conn, forwards)
 
     def _forward(self, item: Work, route: Route, to: str) -> OutgoingMail:
-        """The original message, unchanged, with Resent-* fields on top (RFC 5322 3.6.6)."""
-        key = f"forward:{item.pk}:{route.department}"
-        sender = next(iter(sorted(self.identity.addresses)), "mailcare@localhost")
-        mid = message_id(self.key, key, sender.rpartition("@")[2])
-        from email.utils import format_datetime
-
-        head = (
-            f"Resent-From: {sender}\r\n"
-            f"Resent-To: {to}\r\n"
-            f"Resent-Date: {format_datetime(item.received_at)}\r\n"
-            f"Resent-Message-ID: <{bare_id(mid)}>\r\n"
-            f"X-Mailcare-Department: {clean(route.department or '', 64)}\r\n"
-            f"X-Mailcare-Urgency: {clean(route.urgency or 'unknown', 32)}\r\n"
-            f"{self.identity.loop_header}: {self.identity.loop_token}\r\n"
-        ).encode("ascii", "replace")
-        raw = item.raw if b"\r\n" in item.raw[:2000] else item.raw.replace(b"\n", b"\r\n")
-        return OutgoingMail(
-            key=key,
-            kind="forward",
-            message_id=mid,
-            mail_from="",
-            recipients=(to,),
-            raw=head + raw,
-            message_pk=item.pk,
-            conversation_id=item.facts.get("conversation_id"),
-            rule=None,
+        return forward_mail(
+            self.identity,
+            self.key,
+            Forwarded(item.pk, item.raw, item.received_at, item.facts.get("conversation_id")),
+            route.department or "",
+            route.urgency,
+            to,
         )
+
+
+@dataclass(frozen=True)
+class Forwarded:
+    """The stored message a forward carries."""
+
+    pk: int
+    raw: bytes
+    received_at: datetime
+    conversation_id: int | None
+
+
+def forward_mail(
+    identity: Identity,
+    key: bytes,
+    message: Forwarded,
+    department: str,
+    urgency: str | None,
+    to: str,
+) -> OutgoingMail:
+    """The original message, unchanged, with Resent-* fields on top (RFC 5322 3.6.6).
+
+    Its outbox key names the message and the department: each department gets it once.
+    """
+    outbox_key = f"forward:{message.pk}:{department}"
+    sender = next(iter(sorted(identity.addresses)), "mailcare@localhost")
+    mid = message_id(key, outbox_key, sender.rpartition("@")[2])
+    head = (
+        f"Resent-From: {sender}\r\n"
+        f"Resent-To: {to}\r\n"
+        f"Resent-Date: {format_datetime(message.received_at)}\r\n"
+        f"Resent-Message-ID: <{bare_id(mid)}>\r\n"
+        f"X-Mailcare-Department: {clean(department, 64)}\r\n"
+        f"X-Mailcare-Urgency: {clean(urgency or 'unknown', 32)}\r\n"
+        f"{identity.loop_header}: {identity.loop_token}\r\n"
+    ).encode("ascii", "replace")
+    raw = message.raw
+    raw = raw if b"\r\n" in raw[:2000] else raw.replace(b"\n", b"\r\n")
+    return OutgoingMail(
+        key=outbox_key,
+        kind="forward",
+        message_id=mid,
+        mail_from="",
+        recipients=(to,),
+        raw=head + raw,
+        message_pk=message.pk,
+        conversation_id=message.conversation_id,
+        rule=None,
+    )
+
+
+@dataclass(frozen=True)
+class Forwarder:
+    """Forwards a corrected message to its new department's address (an outbox row)."""
+
+    outbox: Outbox
+    identity: Identity
+    key: bytes
+
+    def after_correction(self, conn: Connection, pk: int, routing: Routing) -> str | None:
+        """Queue the forward the message's department asks for; the address, or None."""
+        row = conn.execute(
+            select(
+                MESSAGES.c.raw,
+                MESSAGES.c.received_at,
+                MESSAGES.c.conversation_id,
+                MESSAGES.c.department,
+                MESSAGES.c.urgency,
+            ).where(MESSAGES.c.id == pk)
+        ).one()
+        department = routing.departments.get(row.department or "")
+        if department is None or department.forward is None:
+            return None
+        message = Forwarded(pk, bytes(row.raw), row.received_at, row.conversation_id)
+        mail = forward_mail(
+            self.identity, self.key, message, row.department, row.urgency, department.forward
+        )
+        self.outbox.enqueue(conn, [mail])
+        return department.forward

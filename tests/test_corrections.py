@@ -12,10 +12,15 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, update
 
+from daemon.clock import SystemClock
 from daemon.corrections import department_folders, record_correction, reroute
 from daemon.database import Database
+from daemon.folders import new_owner_id
 from daemon.inbox import Inbox
+from daemon.outbox import OUTBOX, Outbox
+from daemon.routing import Forwarder
 from daemon.rules import Department, Routing
+from daemon.screening import Identity
 from daemon.settings import Mailbox, Secret
 from daemon.tables import Correction, Message
 from tests.helpers import mailbox_for, make_mail, wait_until
@@ -196,7 +201,9 @@ def test_a_message_moved_by_an_agent_is_a_correction(
         [make_mail(message_id=f"<{tag}@customer.example>") for tag in ("wrong", "right")],
     )
     box = mailbox_for(dovecot, account, PASSWORD_ENV)
-    intake = start_intake(db_url, box, account, routing=ROUTING)
+    sales = Department(folder="Sales", keywords=["$Sales"], forward="sales-team@acme.example")
+    routing = ROUTING.model_copy(update={"departments": {**ROUTING.departments, "sales": sales}})
+    intake = start_intake(db_url, box, account, routing=routing, forwarder=forwarder)
     classify(intake.db, "wrong", "billing", "Billing", "$Billing")
     classify(intake.db, "right", "sales", "Sales", "$Sales")
     intake.source.wake()
@@ -230,6 +237,8 @@ def test_a_message_moved_by_an_agent_is_a_correction(
     assert route_states(intake.db) == {"wrong": "done", "right": "done"}
     assert server_view(dovecot, account) == {"Sales": {"wrong": {"$Sales"}, "right": {"$Sales"}}}
     assert intake.commands["move"] == 2, "mailcare moved nothing after the agent's move"
+    # Sales works from its forward address too: the corrected message is forwarded once
+    assert forwards(intake.db) == [(pk, "sales-team@acme.example")]
     intake.cycle()  # the cursor moved on: nothing is learned twice
     assert len(corrections(intake.db)) == 1
     sweep = intake.worker.routes.sweep
@@ -254,6 +263,55 @@ def test_department_folders_that_are_intake_folders_are_not_swept() -> None:
         }
     )
     assert department_folders(shared, box) == {"Returns": "returns"}
+
+
+def forwarder(db: Database) -> Forwarder:
+    identity = Identity(frozenset({"support@acme.example"}), frozenset(), "token", "X-Loop-Test")
+    return Forwarder(Outbox(db, SystemClock(), new_owner_id()), identity, b"k" * 32)
+
+
+def forwards(db: Database) -> list[tuple[int, str]]:
+    with db.reading() as conn:
+        rows = conn.execute(
+            select(OUTBOX.c.message_pk, OUTBOX.c.recipients, OUTBOX.c.raw).where(
+                OUTBOX.c.kind == "forward"
+            )
+        ).all()
+    for row in rows:
+        assert f"Resent-To: {row.recipients}\r\n".encode() in bytes(row.raw)
+    return [(row.message_pk, row.recipients) for row in rows]
+
+
+def test_relabel_forwards_to_the_new_department_once(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'm.sqlite3'}"
+    (tmp_path / "rules.yaml").write_text(
+        "identity: {addresses: [support@acme.example]}\n"
+        "routing:\n  departments:\n    billing: {folder: Billing}\n"
+        "    sales: {folder: Sales, forward: sales-team@acme.example}\n"
+    )
+    config = tmp_path / "mailcare.yaml"
+    config.write_text(
+        f"database_url: {url}\npaths: {{rules: rules.yaml}}\n"
+        "relay: {enabled: true, host: 127.0.0.1, port: 2525, tls: none}\n"
+    )
+    db = Database(url)
+    db.upgrade()
+    try:
+        pk = store(db, "fw", "billing")
+        done = mailcare(config, "relabel", str(pk), "--department", "sales")
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.splitlines()[-1] == (
+            f"{pk}\t<fw@customer.example>\tforwarded to sales-team@acme.example"
+        )
+        assert forwards(db) == [(pk, "sales-team@acme.example")]
+        for department in ("billing", "sales"):  # back and forth: still one forward to sales
+            done = mailcare(config, "relabel", str(pk), "--department", department)
+            assert done.returncode == 0, done.stderr
+        assert forwards(db) == [(pk, "sales-team@acme.example")]
+        urgency = mailcare(config, "relabel", str(pk), "--urgency", "low")
+        assert "forwarded" not in urgency.stdout, "an urgency correction forwards nothing"
+    finally:
+        db.dispose()
 
 
 def relabel(db: Database, tag: str, routing: Routing, **labels: str) -> int:

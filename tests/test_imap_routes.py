@@ -16,6 +16,7 @@ from daemon.folders import FolderLedger, new_owner_id
 from daemon.imap_routes import kept_keywords
 from daemon.imap_source import FolderWorker, ImapSource, connect_imap
 from daemon.inbox import Inbox
+from daemon.routing import Forwarder
 from daemon.rules import Routing
 from daemon.settings import Mailbox
 from daemon.tables import Delivery, Message
@@ -59,7 +60,11 @@ def start_intake(monkeypatch: pytest.MonkeyPatch) -> Iterator[IntakeFactory]:
     started: list[Intake] = []
 
     def start(
-        db_url: str, box: Mailbox, account: Account, routing: Routing | None = None
+        db_url: str,
+        box: Mailbox,
+        account: Account,
+        routing: Routing | None = None,
+        forwarder: Callable[[Database], Forwarder] | None = None,
     ) -> Intake:
         monkeypatch.setenv(PASSWORD_ENV, account.password)
         db = Database(db_url)
@@ -82,6 +87,7 @@ def start_intake(monkeypatch: pytest.MonkeyPatch) -> Iterator[IntakeFactory]:
             connect,
             lease_retry=0.2,
             routing=None if routing is None else (lambda: routing),
+            forwarder=None if forwarder is None else forwarder(db),
         )
         for worker in source.workers:
             worker.routes.sweep_every = 0.0
