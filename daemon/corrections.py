@@ -111,13 +111,14 @@ def reroute(conn: Connection, message_pk: int, routing: Routing, located: str | 
             where = located
         drop = [k for k in dict.fromkeys(earlier) if k not in keywords]
         target = folder or where  # a department without a folder: the message stays put
+        applied = _words(row.route_keywords) if row.route_state == "done" else []
         if (
-            row.route_state == "done"
+            row.route_state in ("done", "none")
             and target == where
             and not drop
-            and (set(keywords) <= set(_words(row.route_keywords)))
+            and set(keywords) <= set(applied)
         ):
-            continue
+            continue  # nothing on the server would change
         conn.execute(
             update(DELIVERIES)
             .where(DELIVERIES.c.id == row.id)
@@ -240,12 +241,20 @@ class MoveSweep:
         here = exists().where(
             DELIVERIES.c.message_pk == MESSAGES.c.id, DELIVERIES.c.mailbox == self.mailbox.name
         )
+        # mailcare itself left it here with a route about to take it on (a route that a
+        # correction replaced while it ran): no person moved it
+        leaving = exists().where(
+            DELIVERIES.c.message_pk == MESSAGES.c.id,
+            DELIVERIES.c.route_state == "pending",
+            DELIVERIES.c.route_from == folder,
+        )
         rows = conn.execute(
             select(MESSAGES.c.id, MESSAGES.c.message_id, MESSAGES.c.department).where(
                 MESSAGES.c.message_id.in_(list(message_ids)),
                 MESSAGES.c.department.is_not(None),  # never classified: nothing to correct
                 MESSAGES.c.department != department,
                 here,
+                ~leaving,
             )
         ).all()
         now = self.clock.now()

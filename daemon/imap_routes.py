@@ -84,6 +84,8 @@ class Route:
     message_id: str | None
     source: str | None = None  # the folder the message is in, when not its delivery's own
     drop: tuple[str, ...] = ()  # keywords of an earlier route to take off
+    # the route's columns as read: a route a correction changed since is not settled
+    stamp: tuple[str | None, str | None, str | None, str | None] = (None, None, None, None)
 
     def relocated(self, own: str) -> bool:
         """True when the message is found by Message-ID in another folder, not by UID here."""
@@ -126,23 +128,60 @@ class RouteBook:
                 row.message_id,
                 row.route_from or None,
                 tuple(dict.fromkeys((row.route_drop or "").split())),
+                (row.route_folder, row.route_keywords, row.route_from, row.route_drop),
             )
             for row in rows
         ]
 
-    def finish(self, routes: Sequence[Route], state: str) -> None:
-        """Set the routes' state ('done' or 'failed') unless something else settled them."""
-        ids = [route.delivery_id for route in routes]
+    def finish(self, routes: Sequence[Route], state: str, change: Change | None = None) -> None:
+        """Set the routes' state ('done' or 'failed') unless something else settled them.
+
+        A route that a correction replaced while this one was carried out stays pending.
+        When `change` was carried out, the replacement learns where the message went and
+        which keywords it got.
+        """
+        stamps = {route.delivery_id: route.stamp for route in routes}
+        ids = sorted(stamps)
         with self.db.transaction() as conn:
             for start in range(0, len(ids), 500):
-                conn.execute(
-                    update(DELIVERIES)
-                    .where(
-                        DELIVERIES.c.id.in_(ids[start : start + 500]),
-                        DELIVERIES.c.route_state == "pending",
-                    )
-                    .values(route_state=state)
+                query = select(
+                    DELIVERIES.c.id,
+                    DELIVERIES.c.route_folder,
+                    DELIVERIES.c.route_keywords,
+                    DELIVERIES.c.route_from,
+                    DELIVERIES.c.route_drop,
+                ).where(
+                    DELIVERIES.c.id.in_(ids[start : start + 500]),
+                    DELIVERIES.c.route_state == "pending",
                 )
+                if conn.dialect.name == "postgresql":
+                    query = query.with_for_update()
+                rows = conn.execute(query).all()
+                same = [row.id for row in rows if tuple(row[1:]) == stamps[row.id]]
+                if same:
+                    conn.execute(
+                        update(DELIVERIES)
+                        .where(DELIVERIES.c.id.in_(same))
+                        .values(route_state=state)
+                    )
+                if change is not None and state == "done":
+                    for row in rows:
+                        if tuple(row[1:]) != stamps[row.id]:
+                            self._replaced(conn, row, change)
+
+    @staticmethod
+    def _replaced(conn: Any, row: Any, change: Change) -> None:
+        """Tell a replacing route what the route it replaced did to the message."""
+        wanted = (row.route_keywords or "").split()
+        drop = dict.fromkeys([*(row.route_drop or "").split(), *change.keywords])
+        conn.execute(
+            update(DELIVERIES)
+            .where(DELIVERIES.c.id == row.id)
+            .values(
+                route_from=change.folder if change.folder is not None else row.route_from,
+                route_drop=" ".join(k for k in drop if k not in wanted) or None,
+            )
+        )
 
 
 class FolderRoutes:
@@ -370,7 +409,7 @@ class FolderRoutes:
                 log.warning("%s: route to %s failed: %s", self.name, folder or "-", exc)
                 self.book.finish(routes, refused)
             return
-        self.book.finish(routes, "done")
+        self.book.finish(routes, "done", change)
         self.carried_out += len(routes)
         log.debug("%s: %d route(s) done (%s)", self.name, len(routes), change)
 

@@ -384,3 +384,29 @@ def test_a_relabel_moves_the_message_and_changes_its_keywords(
             select(Message.id).where(Message.message_id == "<unsure@customer.example>")
         ).scalar_one()
         assert reroute(conn, pk, routing) == 0
+
+
+def test_a_relabel_while_the_first_route_runs_is_not_lost(
+    dovecot: Dovecot, db_url: str, start_intake: IntakeFactory
+) -> None:
+    account = dovecot.account()
+    dovecot.append_many(account, "INBOX", [make_mail(message_id="<race@customer.example>")])
+    intake = start_intake(
+        db_url, mailbox_for(dovecot, account, PASSWORD_ENV), account, routing=ROUTING
+    )
+    # the correction lands after the worker read the route and before it set the keywords
+    intake.before["add_flags"] = lambda: relabel(intake.db, "race", ROUTING, department="sales")
+    classify(intake.db, "race", "billing", "Billing", "$Billing")
+    intake.source.wake()
+
+    def final() -> bool:
+        intake.cycle()
+        return route_states(intake.db) == {"race": "done"} and "Sales" in server_view(
+            dovecot, account
+        )
+
+    wait_until(final, what="the corrected route carried out")
+    assert not intake.before, "the correction was made while the first route ran"
+    assert server_view(dovecot, account) == {"Sales": {"race": {"$Sales"}}}
+    # mailcare's own move into Billing, made for the replaced route, taught nothing
+    assert [c[-1] for c in corrections(intake.db)] == ["cli"]
