@@ -318,7 +318,6 @@ class FolderRoutes:
         for route in routes:
             by_folder.setdefault(str(route.source), []).append(route)
         for source, members in by_folder.items():
-            self.renew()
             try:
                 selected = client.select_folder(source)
             except IMAPClientError as exc:
@@ -331,6 +330,7 @@ class FolderRoutes:
                 continue
             flags = selected.get(b"PERMANENTFLAGS")
             for route in members:
+                self.renew()  # one message at a time: corrections come at a person's pace
                 uids = self._find(client, route, source)
                 if uids:
                     self._carry_out(
