@@ -372,7 +372,7 @@ class Forwarder:
     key: bytes
 
     def after_correction(self, conn: Connection, pk: int, routing: Routing) -> str | None:
-        """Queue the forward the message's department asks for; the address, or None."""
+        """Queue the forward the message's department asks for; its address when queued now."""
         row = conn.execute(
             select(
                 MESSAGES.c.raw,
@@ -389,5 +389,4 @@ class Forwarder:
         mail = forward_mail(
             self.identity, self.key, message, row.department, row.urgency, department.forward
         )
-        self.outbox.enqueue(conn, [mail])
-        return department.forward
+        return department.forward if self.outbox.enqueue(conn, [mail]) else None

@@ -307,6 +307,7 @@ def test_relabel_forwards_to_the_new_department_once(tmp_path: Path) -> None:
         for department in ("billing", "sales"):  # back and forth: still one forward to sales
             done = mailcare(config, "relabel", str(pk), "--department", department)
             assert done.returncode == 0, done.stderr
+            assert "forwarded" not in done.stdout
         assert forwards(db) == [(pk, "sales-team@acme.example")]
         urgency = mailcare(config, "relabel", str(pk), "--urgency", "low")
         assert "forwarded" not in urgency.stdout, "an urgency correction forwards nothing"
