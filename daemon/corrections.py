@@ -75,12 +75,18 @@ def _words(value: str | None) -> list[str]:
     return (value or "").split()
 
 
-def reroute(conn: Connection, message_pk: int, routing: Routing, located: str | None = None) -> int:
+def reroute(
+    conn: Connection,
+    message_pk: int,
+    routing: Routing,
+    located: tuple[str, str] | None = None,
+) -> int:
     """Route the message's IMAP copies again after a correction; return how many changed.
 
     The new department's folder and keywords replace those of the earlier route, whose
-    keywords come off. `located` is the folder the message is known to be in now (where an
-    agent moved it); otherwise it is where the earlier route left it. A message the classify
+    keywords come off. `located` is (mailbox, folder) where the message is known to be now
+    (an agent moved it there); otherwise, and for its copies in other mailboxes, it is where
+    the earlier route left it. A message the classify
     step has not seen yet is left alone: that step applies the correction itself.
     """
     message = conn.execute(
@@ -99,6 +105,7 @@ def reroute(conn: Connection, message_pk: int, routing: Routing, located: str | 
             DELIVERIES.c.route_keywords,
             DELIVERIES.c.route_from,
             DELIVERIES.c.route_drop,
+            DELIVERIES.c.mailbox,
         ).where(DELIVERIES.c.message_pk == message_pk, DELIVERIES.c.channel == "imap")
     ).all()
     changed = 0
@@ -107,8 +114,8 @@ def reroute(conn: Connection, message_pk: int, routing: Routing, located: str | 
             where, earlier = row.route_folder, _words(row.route_keywords)
         else:  # not carried out yet, or only partly: its keywords may or may not be set
             where, earlier = row.route_from, _words(row.route_drop) + _words(row.route_keywords)
-        if located is not None:
-            where = located
+        if located is not None and row.mailbox == located[0]:
+            where = located[1]
         drop = [k for k in dict.fromkeys(earlier) if k not in keywords]
         target = folder or where  # a department without a folder: the message stays put
         applied = _words(row.route_keywords) if row.route_state == "done" else []
@@ -261,7 +268,7 @@ class MoveSweep:
         count = 0
         for row in rows:
             if record_correction(conn, row.id, "department", department, "imap-move", now):
-                reroute(conn, row.id, routing, located=folder)
+                reroute(conn, row.id, routing, located=(self.mailbox.name, folder))
                 if self.forwarder is not None:
                     self.forwarder.after_correction(conn, row.id, routing)
                 count += 1

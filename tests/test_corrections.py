@@ -22,7 +22,7 @@ from daemon.routing import Forwarder
 from daemon.rules import Department, Routing
 from daemon.screening import Identity
 from daemon.settings import Mailbox, Secret
-from daemon.tables import Correction, Message
+from daemon.tables import Correction, Delivery, Message
 from tests.helpers import mailbox_for, make_mail, wait_until
 from tests.servers.dovecot import Dovecot
 from tests.servers.imap import close_client
@@ -411,3 +411,46 @@ def test_a_relabel_while_the_first_route_runs_is_not_lost(
     assert server_view(dovecot, account) == {"Sales": {"race": {"$Sales"}}}
     # mailcare's own move into Billing, made for the replaced route, taught nothing
     assert [c[-1] for c in corrections(intake.db)] == ["cli"]
+
+
+def test_an_agents_move_in_one_mailbox_leaves_the_copy_in_another_where_it_was(
+    db_url: str,
+) -> None:
+    db = Database(db_url)
+    try:
+        pk = store(db, "copies", department="billing")
+        with db.transaction() as conn:
+            conn.execute(update(Message).where(Message.id == pk).values(route_reason="model"))
+            for mailbox in ("a", "b"):
+                conn.execute(
+                    Delivery.__table__.insert().values(  # type: ignore[attr-defined]
+                        message_pk=pk,
+                        channel="imap",
+                        mailbox=mailbox,
+                        delivered_at=NOW,
+                        route_state="done",
+                        route_folder="Billing",
+                        route_keywords="$Billing",
+                    )
+                )
+            record_correction(conn, pk, "department", "sales", "imap-move", NOW)
+            assert reroute(conn, pk, ROUTING, located=("a", "Sales")) == 2
+        with db.reading() as conn:
+            rows = conn.execute(
+                select(
+                    Delivery.mailbox,
+                    Delivery.route_state,
+                    Delivery.route_from,
+                    Delivery.route_folder,
+                    Delivery.route_keywords,
+                    Delivery.route_drop,
+                )
+                .where(Delivery.message_pk == pk, Delivery.channel == "imap")
+                .order_by(Delivery.mailbox)
+            ).all()
+        assert [tuple(row) for row in rows] == [
+            ("a", "pending", "Sales", "Sales", "$Sales", "$Billing"),  # keywords only
+            ("b", "pending", "Billing", "Sales", "$Sales", "$Billing"),  # moved as well
+        ]
+    finally:
+        db.dispose()
