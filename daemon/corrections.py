@@ -86,8 +86,8 @@ def reroute(
     The new department's folder and keywords replace those of the earlier route, whose
     keywords come off. `located` is (mailbox, folder) where the message is known to be now
     (an agent moved it there); otherwise, and for its copies in other mailboxes, it is where
-    the earlier route left it. A message the classify
-    step has not seen yet is left alone: that step applies the correction itself.
+    the earlier route left it. A message the classify step has not seen yet is left alone:
+    that step applies the correction itself.
     """
     message = conn.execute(
         select(
